@@ -1,0 +1,95 @@
+//! Cost of guarding one response, as ratios against a named baseline in the same run: the frozen all-MiniLM-L6-v2
+//! encoder alone (embedding the response, what any embedding-based detector must pay). Also the refusal-string
+//! baseline (no model) for scale.
+//!
+//!     cargo bench --bench guard            # or: make bench
+//!
+//! Needs the models (`bash scripts/fetch_models.sh`). Results and the machine they ran on: BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mllm_protector::detector::{DetectionInput, EmbeddingDetector, HarmDetector};
+use mllm_protector::{Protector, RefusalMatcher};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A typical chat answer: ~120 words, one window.
+const RESPONSE: &str = "Sure. To keep tomato plants healthy through a hot summer, water deeply early in the morning \
+so the roots get moisture before the heat, and mulch around the base with straw to keep the soil cool and reduce \
+evaporation. Stake or cage the plants so fruit stays off the ground, prune the suckers below the first flower \
+cluster to improve airflow, and feed every two weeks with a balanced fertiliser once the first fruit sets. Watch for \
+yellowing lower leaves, which often signal early blight, and remove them promptly. If temperatures stay above 35 °C, \
+a shade cloth in the afternoon prevents blossom drop.";
+
+fn bench(c: &mut Criterion) {
+    let detector = std::sync::Arc::new(EmbeddingDetector::load_default().expect("models: run scripts/fetch_models.sh"));
+    let protector = Protector::builder()
+        .shared_detector(detector.clone())
+        .build()
+        .expect("protector");
+    let long: String = std::iter::repeat_n(RESPONSE, 8).collect::<Vec<_>>().join("\n\n"); // ~1,000 words
+    let batch: Vec<String> = (0..16).map(|i| format!("{i}. {RESPONSE}")).collect();
+
+    let mut g = c.benchmark_group("one response (~120 words)");
+    g.sample_size(20).measurement_time(Duration::from_secs(8));
+    g.bench_function("baseline: frozen MiniLM embedding", |b| {
+        b.iter(|| detector.encoder().embed_windows(black_box(&[RESPONSE])).unwrap())
+    });
+    g.bench_function("detector score (embedding + head)", |b| {
+        b.iter(|| detector.score(black_box(DetectionInput::response(RESPONSE))).unwrap())
+    });
+    g.bench_function("protector guard (validate + score + decide)", |b| {
+        b.iter(|| {
+            protector
+                .guard(None, "How do I keep tomatoes healthy?", black_box(RESPONSE))
+                .unwrap()
+        })
+    });
+    g.bench_function("refusal-string baseline", |b| {
+        b.iter(|| {
+            RefusalMatcher::default()
+                .score(black_box(DetectionInput::response(RESPONSE)))
+                .unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("long response (~1,000 words, windows)");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.bench_function("baseline: frozen MiniLM embedding", |b| {
+        b.iter(|| detector.encoder().embed_windows(black_box(&[long.as_str()])).unwrap())
+    });
+    g.bench_function("protector guard", |b| {
+        b.iter(|| {
+            protector
+                .guard(None, "Tell me about tomatoes", black_box(&long))
+                .unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("batch of 16 responses");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+    g.bench_function("baseline: frozen MiniLM embedding", |b| {
+        b.iter(|| detector.encoder().embed_windows(black_box(&refs)).unwrap())
+    });
+    let requests: Vec<_> = refs
+        .iter()
+        .map(|r| mllm_protector::GuardRequest {
+            image: None,
+            prompt: "q",
+            response: r,
+        })
+        .collect();
+    g.bench_function("protector guard_batch", |b| {
+        b.iter(|| protector.guard_batch(black_box(&requests)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

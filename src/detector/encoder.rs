@@ -1,0 +1,297 @@
+//! Sentence encoder: candle-transformers' BERT on all-MiniLM-L6-v2, mean pooling over the attention mask, then L2
+//! normalisation (the sentence-transformers recipe), with overlapping token windows so a long response is read whole.
+
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+use crate::loading::{ModelSource, checksum, read_file};
+
+/// How a text longer than one window is cut: windows of `max_tokens` (special tokens included) that overlap by
+/// `overlap` tokens, so a sentence cut at one window's edge is whole in the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Windowing {
+    /// Tokens per window, `[CLS]` and `[SEP]` included (all-MiniLM-L6-v2 was trained at 256).
+    pub max_tokens: usize,
+    /// Tokens shared by consecutive windows.
+    pub overlap: usize,
+}
+
+impl Default for Windowing {
+    fn default() -> Self {
+        Windowing {
+            max_tokens: 256,
+            overlap: 64,
+        }
+    }
+}
+
+impl Windowing {
+    fn validate(&self, max_positions: usize) -> Result<()> {
+        if self.max_tokens < 8 || self.max_tokens > max_positions {
+            return Err(Error::BadConfig {
+                what: "windowing".into(),
+                reason: format!("max_tokens {} must be in 8..={max_positions}", self.max_tokens),
+            });
+        }
+        if self.overlap >= self.max_tokens - 2 {
+            return Err(Error::BadConfig {
+                what: "windowing".into(),
+                reason: format!("overlap {} must be below max_tokens - 2", self.overlap),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Embeddings of every window of a batch of texts: row `i` of `embeddings` belongs to text `owner[i]`.
+#[derive(Debug, Clone)]
+pub struct WindowEmbeddings {
+    /// `(windows, dim)`, each row L2-normalised.
+    pub embeddings: Tensor,
+    /// For each row, the index of the text it came from.
+    pub owner: Vec<usize>,
+}
+
+/// Something that turns texts into fixed-size vectors, window by window. The harm detector's head sits on top.
+pub trait TextEncoder: Send + Sync {
+    /// Width of one embedding.
+    fn dim(&self) -> usize;
+    /// A stable identity of the weights (their sha256), recorded with any head trained on this encoder.
+    fn weights_sha256(&self) -> &str;
+    /// Embeds every window of every text, in one batched pass.
+    fn embed_windows(&self, texts: &[&str]) -> Result<WindowEmbeddings>;
+}
+
+/// all-MiniLM-L6-v2 (or any BERT sentence-transformer) on candle.
+pub struct SentenceEncoder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    hidden: usize,
+    cls: u32,
+    sep: u32,
+    pad: u32,
+    windowing: Windowing,
+    batch_size: usize,
+    weights_sha256: String,
+}
+
+impl std::fmt::Debug for SentenceEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentenceEncoder")
+            .field("hidden", &self.hidden)
+            .field("windowing", &self.windowing)
+            .field("weights_sha256", &self.weights_sha256)
+            .finish()
+    }
+}
+
+impl SentenceEncoder {
+    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from `source`. With `expected_sha256`, the
+    /// weights must hash to it ([`Error::ChecksumMismatch`] otherwise).
+    pub fn load(
+        source: &ModelSource,
+        device: &Device,
+        windowing: Windowing,
+        expected_sha256: Option<&str>,
+    ) -> Result<Self> {
+        let config = source.resolve("config.json")?;
+        let tokenizer = source.resolve("tokenizer.json")?;
+        let weights = source.resolve("model.safetensors")?;
+        Self::from_files(&config, &tokenizer, &weights, device, windowing, expected_sha256)
+    }
+
+    /// Loads from three explicit files.
+    pub fn from_files(
+        config_path: &Path,
+        tokenizer_path: &Path,
+        weights_path: &Path,
+        device: &Device,
+        windowing: Windowing,
+        expected_sha256: Option<&str>,
+    ) -> Result<Self> {
+        let config_text = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
+        let config: BertConfig = serde_json::from_str(&config_text).map_err(|e| Error::BadConfig {
+            what: config_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        windowing.validate(config.max_position_embeddings)?;
+
+        let mut tokenizer = Tokenizer::from_file(tokenizer_path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
+        // The packaged tokenizer.json pads and truncates to 128; windows and batches are built here instead.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        tokenizer.with_padding(None);
+        let special = |name: &str| {
+            tokenizer
+                .token_to_id(name)
+                .ok_or_else(|| Error::Tokenizer(format!("{}: no {name} token", tokenizer_path.display())))
+        };
+        let (cls, sep, pad) = (special("[CLS]")?, special("[SEP]")?, special("[PAD]")?);
+
+        let bytes = read_file(weights_path)?;
+        let weights_sha256 = checksum::sha256_hex(&bytes);
+        if let Some(expected) = expected_sha256 {
+            checksum::verify_bytes(weights_path, &bytes, expected)?;
+        }
+        let what = weights_path.display().to_string();
+        let vb =
+            VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(|e| Error::from_load(&what, e))?;
+        let model = BertModel::load(vb, &config).map_err(|e| Error::from_load(&what, e))?;
+        Ok(SentenceEncoder {
+            model,
+            tokenizer,
+            device: device.clone(),
+            hidden: config.hidden_size,
+            cls,
+            sep,
+            pad,
+            windowing,
+            batch_size: 32,
+            weights_sha256,
+        })
+    }
+
+    /// The windowing in use.
+    pub fn windowing(&self) -> Windowing {
+        self.windowing
+    }
+
+    /// Token windows of `text`, each `[CLS] … [SEP]`. A text that fits in one window gives exactly the ids
+    /// sentence-transformers would feed BERT.
+    ///
+    /// A text longer than one window is read twice: in overlapping fixed windows, and paragraph by paragraph
+    /// (blank-line separated, each paragraph that fits in a window on its own). Fixed windows cut paragraphs at
+    /// arbitrary points and mix them with their neighbours; a harmful paragraph inside a long harmless text would be
+    /// diluted in every fixed window, but read alone it is not.
+    pub fn token_windows(&self, text: &str) -> Result<Vec<Vec<u32>>> {
+        let ids = self.encode(text)?;
+        let body = self.windowing.max_tokens - 2;
+        let step = body - self.windowing.overlap;
+        let mut windows = Vec::with_capacity(ids.len() / step + 1);
+        let mut start = 0;
+        loop {
+            let end = (start + body).min(ids.len());
+            windows.push(self.wrap(&ids[start..end]));
+            if end >= ids.len() {
+                break;
+            }
+            start += step;
+        }
+        if windows.len() > 1 {
+            let paragraphs: Vec<&str> = text.split("\n\n").filter(|p| !p.trim().is_empty()).collect();
+            if paragraphs.len() > 1 {
+                for paragraph in paragraphs {
+                    let ids = self.encode(paragraph)?;
+                    if !ids.is_empty() && ids.len() <= body {
+                        windows.push(self.wrap(&ids));
+                    }
+                }
+            }
+        }
+        Ok(windows)
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    fn wrap(&self, ids: &[u32]) -> Vec<u32> {
+        let mut window = Vec::with_capacity(ids.len() + 2);
+        window.push(self.cls);
+        window.extend_from_slice(ids);
+        window.push(self.sep);
+        window
+    }
+
+    /// Embeds each text as sentence-transformers does (first window only, i.e. truncated at `max_tokens`).
+    pub fn embed_truncated(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let mut firsts = Vec::with_capacity(texts.len());
+        for text in texts {
+            let mut windows = self.token_windows(text)?;
+            windows.truncate(1);
+            firsts.extend(windows);
+        }
+        self.embed_token_windows(&firsts)?.to_vec2::<f32>().map_err(Error::from)
+    }
+
+    /// Embeds token windows (each already `[CLS] … [SEP]`), batched by similar length; rows keep input order.
+    pub fn embed_token_windows(&self, windows: &[Vec<u32>]) -> Result<Tensor> {
+        if windows.is_empty() {
+            return Ok(Tensor::zeros((0, self.hidden), DType::F32, &self.device)?);
+        }
+        // Sorting by length keeps padding (wasted compute) small inside each batch.
+        let mut order: Vec<usize> = (0..windows.len()).collect();
+        order.sort_by_key(|&i| windows[i].len());
+        let mut rows: Vec<Option<Tensor>> = vec![None; windows.len()];
+        for chunk in order.chunks(self.batch_size) {
+            let longest = chunk.iter().map(|&i| windows[i].len()).max().unwrap_or(0);
+            let mut ids = Vec::with_capacity(chunk.len() * longest);
+            let mut mask = Vec::with_capacity(chunk.len() * longest);
+            for &i in chunk {
+                let w = &windows[i];
+                ids.extend_from_slice(w);
+                ids.extend(std::iter::repeat_n(self.pad, longest - w.len()));
+                mask.extend(std::iter::repeat_n(1u32, w.len()));
+                mask.extend(std::iter::repeat_n(0u32, longest - w.len()));
+            }
+            let shape = (chunk.len(), longest);
+            let ids = Tensor::from_vec(ids, shape, &self.device)?;
+            let mask = Tensor::from_vec(mask, shape, &self.device)?;
+            let token_types = ids.zeros_like()?;
+            let hidden = self.model.forward(&ids, &token_types, Some(&mask))?;
+            let pooled = mean_pool_normalized(&hidden, &mask)?;
+            for (row, &i) in chunk.iter().enumerate() {
+                rows[i] = Some(pooled.get(row)?);
+            }
+        }
+        let rows: Vec<Tensor> = rows.into_iter().flatten().collect();
+        Ok(Tensor::stack(&rows, 0)?)
+    }
+}
+
+impl TextEncoder for SentenceEncoder {
+    fn dim(&self) -> usize {
+        self.hidden
+    }
+
+    fn weights_sha256(&self) -> &str {
+        &self.weights_sha256
+    }
+
+    fn embed_windows(&self, texts: &[&str]) -> Result<WindowEmbeddings> {
+        let mut all = Vec::new();
+        let mut owner = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let windows = self.token_windows(text)?;
+            owner.extend(std::iter::repeat_n(i, windows.len()));
+            all.extend(windows);
+        }
+        Ok(WindowEmbeddings {
+            embeddings: self.embed_token_windows(&all)?,
+            owner,
+        })
+    }
+}
+
+/// Mean over the tokens the mask keeps, then L2 normalisation (sentence-transformers' Pooling + Normalize).
+fn mean_pool_normalized(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let mask = mask.to_dtype(hidden.dtype())?.unsqueeze(D::Minus1)?;
+    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+    let mean = summed.broadcast_div(&counts)?;
+    let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    mean.broadcast_div(&norm)
+}

@@ -1,0 +1,316 @@
+//! Harm detection: a score in `[0, 1]` for "this response is harmful".
+//!
+//! [`HarmDetector`] is the trait the [`Protector`](crate::Protector) composes; [`EmbeddingDetector`] is the default
+//! (a sentence encoder, [`TextEncoder`], with a trained [`ClassifierHead`] over its embeddings) and
+//! [`RefusalMatcher`] the string-matching baseline it is measured against.
+
+pub mod encoder;
+pub mod head;
+pub mod refusal;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use encoder::{SentenceEncoder, TextEncoder, WindowEmbeddings, Windowing};
+pub use head::{ClassifierHead, EncoderIdentity, HeadMetadata};
+pub use refusal::RefusalMatcher;
+
+use crate::device::DeviceChoice;
+use crate::error::{Error, Result};
+use crate::loading::{ModelSource, default_models_dir, pins};
+
+/// What a detector reads: the user's prompt and the model's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DetectionInput<'a> {
+    /// The user's prompt (may be empty).
+    pub prompt: &'a str,
+    /// The response to score.
+    pub response: &'a str,
+}
+
+impl<'a> DetectionInput<'a> {
+    /// A prompt and a response.
+    pub fn new(prompt: &'a str, response: &'a str) -> Self {
+        DetectionInput { prompt, response }
+    }
+
+    /// A response alone.
+    pub fn response(response: &'a str) -> Self {
+        DetectionInput { prompt: "", response }
+    }
+}
+
+/// A detector's judgement of one response.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HarmScore {
+    /// Probability that the response is harmful, in `[0, 1]`.
+    pub probability: f32,
+    /// How many windows the response was read in.
+    pub windows: usize,
+    /// The window that scored highest (0-based).
+    pub worst_window: usize,
+}
+
+impl HarmScore {
+    /// A score read in one window.
+    pub fn single(probability: f32) -> Self {
+        HarmScore {
+            probability,
+            windows: 1,
+            worst_window: 0,
+        }
+    }
+}
+
+/// Scores responses for harm. Implement it to plug your own classifier into a [`Protector`](crate::Protector).
+///
+/// ```
+/// use mllm_protector::detector::{DetectionInput, HarmDetector, HarmScore};
+///
+/// /// Flags any response that mentions a forbidden word.
+/// struct Wordlist(Vec<&'static str>);
+/// impl HarmDetector for Wordlist {
+///     fn name(&self) -> &str { "wordlist" }
+///     fn threshold(&self) -> f32 { 0.5 }
+///     fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> mllm_protector::Result<Vec<HarmScore>> {
+///         Ok(inputs.iter().map(|i| {
+///             let hit = self.0.iter().any(|w| i.response.contains(w));
+///             HarmScore::single(if hit { 1.0 } else { 0.0 })
+///         }).collect())
+///     }
+/// }
+/// let d = Wordlist(vec!["detonator"]);
+/// assert_eq!(d.score(DetectionInput::response("a detonator"))?.probability, 1.0);
+/// # Ok::<(), mllm_protector::Error>(())
+/// ```
+pub trait HarmDetector: Send + Sync {
+    /// Name shown in outcomes and reports.
+    fn name(&self) -> &str;
+
+    /// The probability at or above which a response is harmful (the detector's documented operating point).
+    fn threshold(&self) -> f32;
+
+    /// Scores many responses at once (batched where the detector can).
+    fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>>;
+
+    /// Scores one response.
+    fn score(&self, input: DetectionInput<'_>) -> Result<HarmScore> {
+        let mut scores = self.score_batch(&[input])?;
+        match (scores.pop(), scores.is_empty()) {
+            (Some(score), true) => Ok(score),
+            _ => Err(Error::ShapeMismatch {
+                what: format!("{} scores for one input", self.name()),
+                expected: "1".into(),
+                actual: (scores.len() + 1).to_string(),
+            }),
+        }
+    }
+}
+
+impl<T: HarmDetector + ?Sized> HarmDetector for Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn threshold(&self) -> f32 {
+        (**self).threshold()
+    }
+    fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
+        (**self).score_batch(inputs)
+    }
+}
+
+/// Which text the head reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoringContext {
+    /// The response alone (the paper's inference setting).
+    #[default]
+    Response,
+    /// `"Question: {prompt}\nAnswer: {response}"` (the paper's training format).
+    PromptAndResponse,
+}
+
+impl ScoringContext {
+    /// The text the encoder reads for `input`.
+    pub fn text<'a>(&self, input: &DetectionInput<'a>) -> std::borrow::Cow<'a, str> {
+        match self {
+            ScoringContext::Response => std::borrow::Cow::Borrowed(input.response),
+            ScoringContext::PromptAndResponse => {
+                std::borrow::Cow::Owned(format!("Question: {}\nAnswer: {}", input.prompt, input.response))
+            }
+        }
+    }
+}
+
+/// Where a head comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadSource {
+    /// The head shipped inside the crate (trained on all-MiniLM-L6-v2).
+    #[default]
+    Embedded,
+    /// A head file written by `examples/train_detector.rs`.
+    File(PathBuf),
+}
+
+/// Configuration of the default detector; every field has a default, so `{}` is a valid config.
+///
+/// ```
+/// use mllm_protector::detector::DetectorConfig;
+/// let config: DetectorConfig = serde_json::from_str(r#"{"device": "cpu"}"#)?;
+/// assert!(config.verify_checksum);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DetectorConfig {
+    /// The encoder's files (default: `<models dir>/all-MiniLM-L6-v2`).
+    pub encoder: ModelSource,
+    /// The head (default: the embedded one).
+    pub head: HeadSource,
+    /// Where the models run.
+    pub device: DeviceChoice,
+    /// Check the encoder's weights against the sha256 the head was trained on.
+    pub verify_checksum: bool,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            encoder: ModelSource::Dir(default_models_dir().join(pins::MINILM_DIR_NAME)),
+            head: HeadSource::Embedded,
+            device: DeviceChoice::Cpu,
+            verify_checksum: true,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// The default encoder from the Hugging Face hub instead of the local folder.
+    pub fn from_hub() -> Self {
+        DetectorConfig {
+            encoder: ModelSource::hub(pins::MINILM_HUB_REPO),
+            ..Self::default()
+        }
+    }
+}
+
+/// A [`TextEncoder`] plus a [`ClassifierHead`]: every window of the response is embedded and scored, and the
+/// response's score is the highest window's, so one harmful paragraph in a long harmless text is not diluted.
+pub struct EmbeddingDetector {
+    encoder: Arc<dyn TextEncoder>,
+    head: ClassifierHead,
+    context: ScoringContext,
+    name: String,
+}
+
+impl std::fmt::Debug for EmbeddingDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingDetector")
+            .field("name", &self.name)
+            .field("context", &self.context)
+            .field("threshold", &self.head.metadata().threshold)
+            .finish()
+    }
+}
+
+impl EmbeddingDetector {
+    /// Loads the default detector: all-MiniLM-L6-v2 from the models folder and the embedded head.
+    ///
+    /// ```no_run
+    /// use mllm_protector::detector::{DetectionInput, EmbeddingDetector, HarmDetector};
+    /// let detector = EmbeddingDetector::load_default()?;
+    /// let score = detector.score(DetectionInput::response("Water boils at 100 °C at sea level."))?;
+    /// assert!(score.probability < detector.threshold());
+    /// # Ok::<(), mllm_protector::Error>(())
+    /// ```
+    pub fn load_default() -> Result<Self> {
+        Self::load(&DetectorConfig::default())
+    }
+
+    /// Loads a detector from its configuration.
+    pub fn load(config: &DetectorConfig) -> Result<Self> {
+        let device = config.device.to_device()?;
+        let head = match &config.head {
+            HeadSource::Embedded => ClassifierHead::embedded(&device)?,
+            HeadSource::File(path) => ClassifierHead::load(path, &device)?,
+        };
+        let meta = head.metadata();
+        let expected = config.verify_checksum.then_some(meta.encoder.weights_sha256.as_str());
+        let encoder = SentenceEncoder::load(&config.encoder, &device, meta.encoder.windowing, expected)?;
+        let name = format!("{} + {}-layer head", meta.encoder.name, meta.layer_sizes.len() - 1);
+        Self::new(Arc::new(encoder), head, name)
+    }
+
+    /// Composes an encoder and a head; their widths must agree.
+    pub fn new(encoder: Arc<dyn TextEncoder>, head: ClassifierHead, name: impl Into<String>) -> Result<Self> {
+        if encoder.dim() != head.input_dim() {
+            return Err(Error::ShapeMismatch {
+                what: "head input vs encoder output".into(),
+                expected: encoder.dim().to_string(),
+                actual: head.input_dim().to_string(),
+            });
+        }
+        let context = head.metadata().context;
+        Ok(EmbeddingDetector {
+            encoder,
+            head,
+            context,
+            name: name.into(),
+        })
+    }
+
+    /// The head in use.
+    pub fn head(&self) -> &ClassifierHead {
+        &self.head
+    }
+
+    /// The encoder in use.
+    pub fn encoder(&self) -> &Arc<dyn TextEncoder> {
+        &self.encoder
+    }
+}
+
+impl HarmDetector for EmbeddingDetector {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn threshold(&self) -> f32 {
+        self.head.metadata().threshold
+    }
+
+    fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
+        if let Some(i) = inputs.iter().position(|x| x.response.trim().is_empty()) {
+            return Err(Error::InvalidInput(format!("response {i} is empty: nothing to score")));
+        }
+        let texts: Vec<_> = inputs.iter().map(|x| self.context.text(x)).collect();
+        let refs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
+        let windows = self.encoder.embed_windows(&refs)?;
+        let probs = self.head.probabilities(&windows.embeddings)?;
+        let mut scores = vec![
+            HarmScore {
+                probability: f32::NEG_INFINITY,
+                windows: 0,
+                worst_window: 0,
+            };
+            inputs.len()
+        ];
+        for (&owner, &p) in windows.owner.iter().zip(&probs) {
+            let score = scores.get_mut(owner).ok_or_else(|| Error::ShapeMismatch {
+                what: "window owner".into(),
+                expected: format!("< {}", inputs.len()),
+                actual: owner.to_string(),
+            })?;
+            // NaN must not hide behind max(): keep it so the protector sees an undecidable score.
+            if !score.probability.is_nan() && (p.is_nan() || p > score.probability) {
+                score.probability = p;
+                score.worst_window = score.windows;
+            }
+            score.windows += 1;
+        }
+        Ok(scores)
+    }
+}

@@ -1,0 +1,309 @@
+//! Loaders for the labelled data sets and the split that keeps a request in one split only.
+//!
+//! The data is read from one folder, `$MLLM_PROTECTOR_DATA` (default `../shared/data`), never copied into the repo.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Environment variable naming the data folder (default `../shared/data`).
+pub const DATA_DIR_ENV: &str = "MLLM_PROTECTOR_DATA";
+
+/// The data folder: `$MLLM_PROTECTOR_DATA`, else `../shared/data`. Fails with a clear message when it is missing.
+pub fn data_dir() -> Result<PathBuf> {
+    let dir = std::env::var_os(DATA_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/data"));
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(Error::Data(format!(
+            "data folder {} not found: set {DATA_DIR_ENV} to a copy of the project's shared/data",
+            dir.display()
+        )))
+    }
+}
+
+/// One labelled response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    /// The request the response answers.
+    pub prompt: String,
+    /// The model's response.
+    pub response: String,
+    /// Whether the response is harmful.
+    pub harmful: bool,
+    /// The unit that must stay in one split (JBB behaviour, AlpacaEval instruction, ...).
+    pub group: String,
+    /// Where it came from, e.g. `jbb/PAIR/black_box/vicuna-13b-v1.5`.
+    pub source: String,
+    /// Harm category, where the data set has one.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Whether the prompt itself is safe (XSTest: `true` for the 250 safe prompts).
+    #[serde(default)]
+    pub safe_prompt: Option<bool>,
+}
+
+/// A split of the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    /// 70% of the groups.
+    Train,
+    /// 15% of the groups.
+    Validation,
+    /// 15% of the groups.
+    Test,
+}
+
+/// The split a group falls in: a hash of `(seed, group)`, so it is stable across runs, machines and data order,
+/// and every example of a group lands in the same split.
+pub fn split_of(group: &str, seed: u64) -> Split {
+    let digest = Sha256::digest(format!("{seed}\u{1f}{group}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let u = u64::from_be_bytes(first) as f64 / u64::MAX as f64;
+    if u < 0.70 {
+        Split::Train
+    } else if u < 0.85 {
+        Split::Validation
+    } else {
+        Split::Test
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))
+}
+
+fn sorted_files(dir: &Path, depth: usize, ext: &str) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Data(format!("{}: {e}", dir.display())))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::Data(e.to_string()))?.path();
+        if path.is_dir() && depth > 0 {
+            out.extend(sorted_files(&path, depth - 1, ext)?);
+        } else if path.extension().is_some_and(|e| e == ext) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct JbbFile {
+    jailbreaks: Vec<JbbRow>,
+}
+
+#[derive(Deserialize)]
+struct JbbRow {
+    goal: String,
+    behavior: String,
+    category: String,
+    response: Option<String>,
+    jailbroken: bool,
+}
+
+/// JailbreakBench artifacts: real responses to jailbreak prompts, labelled `jailbroken` by JBB's judge.
+/// Grouped by behaviour (stricter than by goal: a behaviour's goal wordings all land in one split).
+pub fn load_jbb(data: &Path) -> Result<Vec<Example>> {
+    let root = data.join("jbb/attack-artifacts");
+    let mut out = Vec::new();
+    for path in sorted_files(&root, 2, "json")? {
+        let rel = path.strip_prefix(&root).unwrap_or(&path);
+        // Response files sit at ATTACK/BOX/MODEL.json; `test-artifact` is JBB's own fixture, not data.
+        if rel.starts_with("test-artifact") || rel.components().count() != 3 {
+            continue;
+        }
+        let file: JbbFile =
+            serde_json::from_str(&read(&path)?).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+        let source = format!("jbb/{}", rel.with_extension("").display());
+        for row in file.jailbreaks {
+            let Some(response) = row.response.filter(|r| !r.trim().is_empty()) else {
+                continue;
+            };
+            out.push(Example {
+                prompt: row.goal,
+                response,
+                harmful: row.jailbroken,
+                group: row.behavior,
+                source: source.clone(),
+                category: Some(row.category),
+                safe_prompt: Some(false),
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Data(format!("no JBB responses under {}", root.display())));
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct AlpacaRow {
+    instruction: String,
+    output: Option<String>,
+    generator: Option<String>,
+}
+
+/// AlpacaEval: 12 models' answers to 805 benign instructions (all harmless), grouped by instruction.
+pub fn load_alpaca(data: &Path) -> Result<Vec<Example>> {
+    let root = data.join("alpacaeval/results");
+    let mut out = Vec::new();
+    for path in sorted_files(&root, 1, "json")? {
+        let rows: Vec<AlpacaRow> =
+            serde_json::from_str(&read(&path)?).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+        for row in rows {
+            let Some(response) = row.output.filter(|r| !r.trim().is_empty()) else {
+                continue;
+            };
+            out.push(Example {
+                prompt: row.instruction.clone(),
+                response,
+                harmful: false,
+                group: row.instruction,
+                source: format!("alpacaeval/{}", row.generator.unwrap_or_default()),
+                category: None,
+                safe_prompt: Some(true),
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Data(format!("no AlpacaEval outputs under {}", root.display())));
+    }
+    Ok(out)
+}
+
+/// XSTest completions with human labels (evaluation only, never training). Harmful = an unsafe (`contrast_*`)
+/// prompt answered with `1_full_compliance`.
+pub fn load_xstest(data: &Path) -> Result<Vec<Example>> {
+    let root = data.join("xstest/model_completions");
+    let mut out = Vec::new();
+    for path in sorted_files(&root, 0, "csv")? {
+        let mut reader = csv::Reader::from_path(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+        let headers = reader
+            .headers()
+            .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?
+            .clone();
+        let col = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h == name)
+                .ok_or_else(|| Error::Data(format!("{}: no `{name}` column", path.display())))
+        };
+        let (ty, prompt, completion, label) = (col("type")?, col("prompt")?, col("completion")?, col("final_label")?);
+        let model = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for record in reader.records() {
+            let record = record.map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+            let field = |i: usize| record.get(i).unwrap_or("").to_string();
+            let response = field(completion);
+            if response.trim().is_empty() {
+                continue;
+            }
+            let unsafe_prompt = field(ty).starts_with("contrast");
+            out.push(Example {
+                prompt: field(prompt),
+                response,
+                harmful: unsafe_prompt && field(label) == "1_full_compliance",
+                group: field(prompt),
+                source: format!("xstest/{model}"),
+                category: Some(field(ty)),
+                safe_prompt: Some(!unsafe_prompt),
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Data(format!("no XSTest completions under {}", root.display())));
+    }
+    Ok(out)
+}
+
+/// AdvBench `harmful_strings.csv`: harmful sentences (positives without a prompt).
+pub fn load_advbench_strings(data: &Path) -> Result<Vec<Example>> {
+    let path = data.join("advbench/datasets/advbench/harmful_strings.csv");
+    let mut reader = csv::Reader::from_path(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+        let text = record.get(0).unwrap_or("").trim().to_string();
+        if text.is_empty() {
+            continue;
+        }
+        out.push(Example {
+            prompt: String::new(),
+            group: text.clone(),
+            response: text,
+            harmful: true,
+            source: "advbench/harmful_strings".into(),
+            category: None,
+            safe_prompt: Some(false),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads a JSONL file whose lines hold `prompt`, `response` and a boolean `harmful` (other fields ignored).
+pub fn load_jsonl(path: &Path) -> Result<Vec<Example>> {
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(default)]
+        prompt: String,
+        response: String,
+        harmful: bool,
+    }
+    let text = read(path)?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let l: Line =
+            serde_json::from_str(line).map_err(|e| Error::Data(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        out.push(Example {
+            group: l.prompt.clone(),
+            prompt: l.prompt,
+            response: l.response,
+            harmful: l.harmful,
+            source: path.display().to_string(),
+            category: None,
+            safe_prompt: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Examples of `split` (by group, with `seed`).
+pub fn in_split(examples: Vec<Example>, split: Split, seed: u64) -> Vec<Example> {
+    examples
+        .into_iter()
+        .filter(|e| split_of(&e.group, seed) == split)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_stable_and_roughly_proportional() {
+        let groups: Vec<String> = (0..3000).map(|i| format!("group {i}")).collect();
+        let mut counts = [0usize; 3];
+        for g in &groups {
+            assert_eq!(split_of(g, 7), split_of(g, 7));
+            counts[split_of(g, 7) as usize] += 1;
+        }
+        assert!((1950..2250).contains(&counts[0]), "{counts:?}");
+        assert!((330..570).contains(&counts[1]), "{counts:?}");
+        assert!((330..570).contains(&counts[2]), "{counts:?}");
+        let moved = groups.iter().filter(|g| split_of(g, 7) != split_of(g, 8)).count();
+        assert!(moved > 1000, "the seed must change the split");
+    }
+}

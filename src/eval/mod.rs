@@ -1,0 +1,8 @@
+//! Evaluation support: the public labelled data sets (see `../shared/data/README.md`), leak-free splits, and metrics.
+//! Used by `examples/train_detector.rs`, `examples/evaluate.rs` and the quality tests.
+
+pub mod data;
+pub mod metrics;
+
+pub use data::{DATA_DIR_ENV, Example, Split, data_dir, split_of};
+pub use metrics::{BinaryMetrics, auroc, binary_metrics};

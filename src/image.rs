@@ -1,0 +1,116 @@
+//! The image half of a multimodal request. The guard scores the response; the image is checked to be a real,
+//! bounded image (a decompression bomb or a corrupt file is an error, not a crash) and described in the outcome.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Largest width or height accepted, in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Largest encoded image accepted, in bytes.
+pub const MAX_IMAGE_BYTES: usize = 64 << 20;
+/// Largest decoded image accepted, in bytes (guards against decompression bombs).
+pub const MAX_DECODED_BYTES: u64 = 512 << 20;
+
+/// An image given with the prompt: encoded bytes (PNG, JPEG, WebP, BMP, GIF), with where they came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    bytes: Vec<u8>,
+    origin: Option<PathBuf>,
+}
+
+/// What the guard learned of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Detected format, e.g. `Png`.
+    pub format: String,
+}
+
+impl Image {
+    /// Reads an image file. A missing or unreadable file is [`Error::UnreadableImage`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::UnreadableImage {
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        if meta.len() > MAX_IMAGE_BYTES as u64 {
+            return Err(Error::UnreadableImage {
+                reason: format!(
+                    "{}: {} bytes is over the {MAX_IMAGE_BYTES}-byte limit",
+                    path.display(),
+                    meta.len()
+                ),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::UnreadableImage {
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        Ok(Image {
+            bytes,
+            origin: Some(path.to_path_buf()),
+        })
+    }
+
+    /// Wraps encoded image bytes (checked when the guard inspects them).
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
+        Image {
+            bytes: bytes.into(),
+            origin: None,
+        }
+    }
+
+    /// The encoded bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Decodes the image under size limits and reports its size and format.
+    ///
+    /// ```
+    /// use mllm_protector::{Error, Image};
+    /// let err = Image::from_bytes(b"not an image".to_vec()).inspect().unwrap_err();
+    /// assert!(matches!(err, Error::UnreadableImage { .. }));
+    /// ```
+    pub fn inspect(&self) -> Result<ImageInfo> {
+        let name = self
+            .origin
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "image bytes".to_string());
+        let fail = |reason: String| Error::UnreadableImage {
+            reason: format!("{name}: {reason}"),
+        };
+        if self.bytes.is_empty() {
+            return Err(fail("empty".into()));
+        }
+        if self.bytes.len() > MAX_IMAGE_BYTES {
+            return Err(fail(format!(
+                "{} bytes is over the {MAX_IMAGE_BYTES}-byte limit",
+                self.bytes.len()
+            )));
+        }
+        let mut reader = image::ImageReader::new(Cursor::new(&self.bytes))
+            .with_guessed_format()
+            .map_err(|e| fail(e.to_string()))?;
+        let format = reader.format().ok_or_else(|| fail("not a known image format".into()))?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_IMAGE_SIDE);
+        limits.max_image_height = Some(MAX_IMAGE_SIDE);
+        limits.max_alloc = Some(MAX_DECODED_BYTES);
+        reader.limits(limits);
+        // Decoding the pixels (not only the header) is what proves the file is an image and not a truncated one.
+        let decoded = reader.decode().map_err(|e| fail(e.to_string()))?;
+        Ok(ImageInfo {
+            width: decoded.width(),
+            height: decoded.height(),
+            format: format!("{format:?}"),
+        })
+    }
+}

@@ -1,0 +1,468 @@
+//! The [`Protector`]: a harm detector and a detoxifier behind one call, `guard(image, prompt, response)`.
+
+pub mod layer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use layer::{Generate, GuardLayer, Guarded, GuardedError};
+
+use crate::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore};
+use crate::detoxifier::{DetoxKind, DetoxRequest, Detoxifier, TemplateDetoxifier};
+use crate::device::DeviceChoice;
+use crate::error::{Error, Result};
+use crate::image::{Image, ImageInfo};
+use crate::loading::{ModelSource, pins};
+
+/// What the guard does when the detector cannot decide (an error while scoring, a non-finite score).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Treat the response as harmful: show the fallback refusal (default; a security library fails safe).
+    #[default]
+    FailClosed,
+    /// Show the response unchanged, marked undecided.
+    FailOpen,
+}
+
+/// Size limits on what the guard accepts, so a hostile input cannot stall it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InputLimits {
+    /// Largest response scored, in bytes (default 256 KiB, about 60,000 words).
+    pub max_response_bytes: usize,
+    /// Largest prompt accepted, in bytes (default 64 KiB).
+    pub max_prompt_bytes: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        InputLimits {
+            max_response_bytes: 256 << 10,
+            max_prompt_bytes: 64 << 10,
+        }
+    }
+}
+
+/// The protector's own settings (serde; every field has a default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProtectorConfig {
+    /// Overrides the detector's threshold.
+    pub threshold: Option<f32>,
+    /// What happens when the detector cannot decide.
+    pub on_undecided: FailurePolicy,
+    /// Input size limits.
+    pub limits: InputLimits,
+}
+
+/// The detector's verdict on a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Scored under the threshold.
+    Harmless,
+    /// Scored at or over the threshold.
+    Harmful,
+    /// The detector could not score it; the [`FailurePolicy`] decided.
+    Undecided,
+}
+
+/// What the guard did to the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Shown unchanged.
+    Passed,
+    /// Rewritten by the detoxifier into a harmless answer.
+    Rewritten,
+    /// Replaced by a fixed refusal.
+    Replaced,
+}
+
+/// Everything the guard decided about one response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardOutcome {
+    /// Probability that the original response is harmful (absent when undecided).
+    pub harm_score: Option<f32>,
+    /// The threshold the score was compared with.
+    pub threshold: f32,
+    /// Harmless, harmful or undecided.
+    pub verdict: Verdict,
+    /// What was done.
+    pub action: Action,
+    /// The text to show the user.
+    pub response: String,
+    /// The response as the model wrote it.
+    pub original_response: String,
+    /// The detector that scored it.
+    pub detector: String,
+    /// The detoxifier that produced `response`, when it was changed.
+    pub detoxifier: Option<String>,
+    /// Why the detector could not decide, or why the detoxifier failed and the fallback was used.
+    pub note: Option<String>,
+    /// How many windows the response was read in.
+    pub windows: usize,
+    /// The image, when one was given.
+    pub image: Option<ImageInfo>,
+}
+
+impl GuardOutcome {
+    /// Whether the text shown differs from the model's.
+    pub fn was_changed(&self) -> bool {
+        self.action != Action::Passed
+    }
+}
+
+/// One item of [`Protector::guard_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct GuardRequest<'a> {
+    /// The image sent with the prompt.
+    pub image: Option<&'a Image>,
+    /// The user's prompt.
+    pub prompt: &'a str,
+    /// The model's response.
+    pub response: &'a str,
+}
+
+/// A harm detector and a detoxifier behind one call.
+///
+/// ```no_run
+/// use mllm_protector::Protector;
+/// let protector = Protector::new()?; // default detector, template detoxifier, fail-closed
+/// let outcome = protector.guard(None, "How do I bake bread?", "Mix flour, water, yeast and salt, ...")?;
+/// println!("{:?} {:?}: {}", outcome.verdict, outcome.harm_score, outcome.response);
+/// # Ok::<(), mllm_protector::Error>(())
+/// ```
+pub struct Protector {
+    detector: Arc<dyn HarmDetector>,
+    detoxifier: Arc<dyn Detoxifier>,
+    fallback: TemplateDetoxifier,
+    config: ProtectorConfig,
+    threshold: f32,
+}
+
+impl std::fmt::Debug for Protector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Protector")
+            .field("detector", &self.detector.name())
+            .field("detoxifier", &self.detoxifier.name())
+            .field("threshold", &self.threshold)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Protector {
+    /// The default protector: all-MiniLM-L6-v2 detector from the local models folder with the embedded head,
+    /// the template detoxifier, fail-closed.
+    pub fn new() -> Result<Self> {
+        Self::builder().build()
+    }
+
+    /// A builder with the defaults of [`Protector::new`].
+    pub fn builder() -> ProtectorBuilder {
+        ProtectorBuilder::default()
+    }
+
+    /// The threshold in use.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// The detector in use.
+    pub fn detector(&self) -> &Arc<dyn HarmDetector> {
+        &self.detector
+    }
+
+    /// The detoxifier in use.
+    pub fn detoxifier(&self) -> &Arc<dyn Detoxifier> {
+        &self.detoxifier
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ProtectorConfig {
+        &self.config
+    }
+
+    /// Guards one response: scores it, and shows it, rewrites it or replaces it.
+    ///
+    /// Bad input (empty or oversized response, oversized prompt, unreadable image) is an `Err`, never a verdict.
+    /// A detector that fails or returns a non-finite score leaves the response [`Verdict::Undecided`], and the
+    /// [`FailurePolicy`] decides what is shown.
+    pub fn guard(&self, image: Option<&Image>, prompt: &str, response: &str) -> Result<GuardOutcome> {
+        let mut outcomes = self.guard_batch(&[GuardRequest {
+            image,
+            prompt,
+            response,
+        }]);
+        outcomes
+            .pop()
+            .unwrap_or_else(|| Err(Error::InvalidInput("no outcome".into())))
+    }
+
+    /// Guards many responses, scoring them in one batch. Each item gets its own result, so one bad input does not
+    /// cost the others their verdicts.
+    pub fn guard_batch(&self, requests: &[GuardRequest<'_>]) -> Vec<Result<GuardOutcome>> {
+        let checked: Vec<Result<Option<ImageInfo>>> = requests.iter().map(|r| self.validate(r)).collect();
+        let valid: Vec<usize> = (0..requests.len()).filter(|&i| checked[i].is_ok()).collect();
+        let inputs: Vec<DetectionInput<'_>> = valid
+            .iter()
+            .map(|&i| DetectionInput::new(requests[i].prompt, requests[i].response))
+            .collect();
+        let scores: Result<Vec<HarmScore>> = if inputs.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.detector.score_batch(&inputs).and_then(|s| {
+                if s.len() == inputs.len() {
+                    Ok(s)
+                } else {
+                    Err(Error::ShapeMismatch {
+                        what: format!("scores from {}", self.detector.name()),
+                        expected: inputs.len().to_string(),
+                        actual: s.len().to_string(),
+                    })
+                }
+            })
+        };
+        let mut scores: Vec<Result<HarmScore, String>> = match scores {
+            Ok(s) => s.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e.to_string()); inputs.len()],
+        };
+        let mut out = Vec::with_capacity(requests.len());
+        let mut next = scores.drain(..);
+        for (request, check) in requests.iter().zip(checked) {
+            out.push(check.map(|image| {
+                let score = next.next().unwrap_or_else(|| Err("no score returned".into()));
+                self.decide(request, image, score)
+            }));
+        }
+        out
+    }
+
+    fn validate(&self, r: &GuardRequest<'_>) -> Result<Option<ImageInfo>> {
+        let limits = &self.config.limits;
+        if r.response.trim().is_empty() {
+            return Err(Error::InvalidInput(
+                "the response is empty: there is nothing to guard".into(),
+            ));
+        }
+        if r.response.len() > limits.max_response_bytes {
+            return Err(Error::InputTooLarge {
+                what: "response".into(),
+                len: r.response.len(),
+                max: limits.max_response_bytes,
+            });
+        }
+        if r.prompt.len() > limits.max_prompt_bytes {
+            return Err(Error::InputTooLarge {
+                what: "prompt".into(),
+                len: r.prompt.len(),
+                max: limits.max_prompt_bytes,
+            });
+        }
+        r.image.map(Image::inspect).transpose()
+    }
+
+    fn decide(&self, r: &GuardRequest<'_>, image: Option<ImageInfo>, score: Result<HarmScore, String>) -> GuardOutcome {
+        let score = score.and_then(|s| {
+            if s.probability.is_finite() && (0.0..=1.0).contains(&s.probability) {
+                Ok(s)
+            } else {
+                Err(format!(
+                    "the detector returned an invalid probability ({})",
+                    s.probability
+                ))
+            }
+        });
+        let mut outcome = GuardOutcome {
+            harm_score: None,
+            threshold: self.threshold,
+            verdict: Verdict::Undecided,
+            action: Action::Passed,
+            response: r.response.to_string(),
+            original_response: r.response.to_string(),
+            detector: self.detector.name().to_string(),
+            detoxifier: None,
+            note: None,
+            windows: 0,
+            image,
+        };
+        match score {
+            Err(reason) => {
+                outcome.note = Some(format!(
+                    "detector could not decide ({reason}); policy {:?} applied",
+                    self.config.on_undecided
+                ));
+                if self.config.on_undecided == FailurePolicy::FailClosed {
+                    self.replace_with_fallback(&mut outcome);
+                }
+            }
+            Ok(s) => {
+                outcome.harm_score = Some(s.probability);
+                outcome.windows = s.windows;
+                if s.probability >= self.threshold {
+                    outcome.verdict = Verdict::Harmful;
+                    self.detoxify(r, s, &mut outcome);
+                } else {
+                    outcome.verdict = Verdict::Harmless;
+                }
+            }
+        }
+        outcome
+    }
+
+    fn detoxify(&self, r: &GuardRequest<'_>, score: HarmScore, outcome: &mut GuardOutcome) {
+        let request = DetoxRequest {
+            prompt: r.prompt,
+            response: r.response,
+            score: Some(score),
+        };
+        match self.detoxifier.detoxify(&request) {
+            Ok(d) if !d.text.trim().is_empty() => {
+                outcome.response = d.text;
+                outcome.action = match d.kind {
+                    DetoxKind::Rewrite => Action::Rewritten,
+                    DetoxKind::Replacement => Action::Replaced,
+                };
+                outcome.detoxifier = Some(self.detoxifier.name().to_string());
+            }
+            Ok(_) => {
+                outcome.note = Some(format!(
+                    "{} returned an empty text; fallback used",
+                    self.detoxifier.name()
+                ));
+                self.replace_with_fallback(outcome);
+            }
+            Err(e) => {
+                outcome.note = Some(format!("{} failed ({e}); fallback used", self.detoxifier.name()));
+                self.replace_with_fallback(outcome);
+            }
+        }
+    }
+
+    fn replace_with_fallback(&self, outcome: &mut GuardOutcome) {
+        outcome.response = self.fallback.message.clone();
+        outcome.action = Action::Replaced;
+        outcome.detoxifier = Some(format!("{} (fallback)", self.fallback.name_static()));
+    }
+}
+
+/// Builds a [`Protector`]; every setting has a default.
+///
+/// ```no_run
+/// use mllm_protector::{DeviceChoice, FailurePolicy, Protector};
+/// let protector = Protector::builder()
+///     .device(DeviceChoice::Cpu)
+///     .models_dir("models")
+///     .threshold(0.6)
+///     .on_undecided(FailurePolicy::FailClosed)
+///     .build()?;
+/// # Ok::<(), mllm_protector::Error>(())
+/// ```
+#[derive(Default)]
+pub struct ProtectorBuilder {
+    detector: Option<Arc<dyn HarmDetector>>,
+    detoxifier: Option<Arc<dyn Detoxifier>>,
+    fallback: TemplateDetoxifier,
+    detector_config: DetectorConfig,
+    config: ProtectorConfig,
+}
+
+impl ProtectorBuilder {
+    /// Uses this detector instead of loading the default one.
+    pub fn detector(mut self, detector: impl HarmDetector + 'static) -> Self {
+        self.detector = Some(Arc::new(detector));
+        self
+    }
+
+    /// Uses an already shared detector.
+    pub fn shared_detector(mut self, detector: Arc<dyn HarmDetector>) -> Self {
+        self.detector = Some(detector);
+        self
+    }
+
+    /// Configures the default detector (ignored when [`detector`](Self::detector) is set).
+    pub fn detector_config(mut self, config: DetectorConfig) -> Self {
+        self.detector_config = config;
+        self
+    }
+
+    /// Reads the default models from this folder (what `scripts/fetch_models.sh` fills).
+    pub fn models_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.detector_config.encoder = ModelSource::Dir(dir.as_ref().join(pins::MINILM_DIR_NAME));
+        self
+    }
+
+    /// Runs the default models on this device.
+    pub fn device(mut self, device: DeviceChoice) -> Self {
+        self.detector_config.device = device;
+        self
+    }
+
+    /// Uses this detoxifier (default: [`TemplateDetoxifier`]).
+    pub fn detoxifier(mut self, detoxifier: impl Detoxifier + 'static) -> Self {
+        self.detoxifier = Some(Arc::new(detoxifier));
+        self
+    }
+
+    /// The fixed text used when detoxification fails or the policy fails closed.
+    pub fn fallback(mut self, fallback: TemplateDetoxifier) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
+    /// Overrides the detector's threshold.
+    pub fn threshold(mut self, threshold: f32) -> Self {
+        self.config.threshold = Some(threshold);
+        self
+    }
+
+    /// What to do when the detector cannot decide.
+    pub fn on_undecided(mut self, policy: FailurePolicy) -> Self {
+        self.config.on_undecided = policy;
+        self
+    }
+
+    /// Input size limits.
+    pub fn limits(mut self, limits: InputLimits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// All protector settings at once (e.g. deserialised from a file).
+    pub fn config(mut self, config: ProtectorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Loads what is needed and builds the protector.
+    pub fn build(self) -> Result<Protector> {
+        let detector: Arc<dyn HarmDetector> = match self.detector {
+            Some(d) => d,
+            None => Arc::new(EmbeddingDetector::load(&self.detector_config)?),
+        };
+        let threshold = self.config.threshold.unwrap_or_else(|| detector.threshold());
+        if !(threshold.is_finite() && threshold > 0.0 && threshold <= 1.0) {
+            return Err(Error::BadConfig {
+                what: "protector threshold".into(),
+                reason: format!("{threshold} is not in (0, 1]"),
+            });
+        }
+        if self.fallback.message.trim().is_empty() {
+            return Err(Error::BadConfig {
+                what: "fallback".into(),
+                reason: "the fallback message is empty".into(),
+            });
+        }
+        Ok(Protector {
+            detector,
+            detoxifier: self.detoxifier.unwrap_or_else(|| Arc::new(self.fallback.clone())),
+            fallback: self.fallback,
+            config: self.config,
+            threshold,
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! The Rust encoder must reproduce Python sentence-transformers on the same files (fixture written by
+//! `scripts/reference_embeddings.py`): cosine ≥ 0.9999 for every reference text.
+
+mod common;
+
+use mllm_protector::detector::TextEncoder;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    weights_sha256: String,
+    max_seq_length: usize,
+    texts: Vec<String>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn matches_sentence_transformers() {
+    let reference: Reference =
+        serde_json::from_str(include_str!("fixtures/minilm_reference.json")).expect("fixture parses");
+    let encoder = common::encoder();
+    assert_eq!(
+        encoder.weights_sha256(),
+        reference.weights_sha256,
+        "fixture made on other weights"
+    );
+    assert_eq!(encoder.windowing().max_tokens, reference.max_seq_length);
+    let texts: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
+    let ours = encoder.embed_truncated(&texts).expect("embed");
+    assert_eq!(ours.len(), reference.embeddings.len());
+    for ((text, a), b) in texts.iter().zip(&ours).zip(&reference.embeddings) {
+        assert_eq!(a.len(), 384);
+        let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not L2-normalised: {norm}");
+        let c = cosine(a, b);
+        assert!(c >= 0.9999, "cosine {c} < 0.9999 for {text:?}");
+    }
+}
+
+#[test]
+fn batching_does_not_change_embeddings() {
+    // Padding inside a batch must be invisible: one text alone and the same text batched with longer ones agree.
+    let encoder = common::encoder();
+    let short = "A short sentence.";
+    let long = "A much longer sentence that forces padding of the short one inside the same batch, twice over.";
+    let alone = encoder.embed_truncated(&[short]).unwrap();
+    let batched = encoder.embed_truncated(&[long, short, long]).unwrap();
+    assert!(cosine(&alone[0], &batched[1]) > 0.99999);
+}
+
+#[test]
+fn long_text_is_read_in_overlapping_windows() {
+    let encoder = common::encoder();
+    let text = "word ".repeat(1000); // 1,000 tokens, one paragraph
+    let windows = encoder.token_windows(&text).unwrap();
+    let w = encoder.windowing();
+    let body = w.max_tokens - 2;
+    let step = body - w.overlap;
+    assert_eq!(windows.len(), (1000 - body).div_ceil(step) + 1);
+    assert!(windows.iter().all(|x| x.len() <= w.max_tokens));
+    let covered: usize = windows.iter().map(|x| x.len() - 2).sum::<usize>() - w.overlap * (windows.len() - 1);
+    assert_eq!(covered, 1000, "every token is in some window, overlaps counted once");
+}
+
+#[test]
+fn long_text_paragraphs_are_also_read_alone() {
+    let encoder = common::encoder();
+    let paragraph = "word ".repeat(100); // 100 tokens each
+    let text = [paragraph.as_str(); 6].join("\n\n");
+    let windows = encoder.token_windows(&text).unwrap();
+    let fixed = windows.iter().filter(|w| w.len() > 102).count();
+    let alone = windows.iter().filter(|w| w.len() == 102).count();
+    assert_eq!(alone, 6, "each paragraph once, alone");
+    assert!(fixed >= 3, "plus the fixed windows over the whole text");
+    // A short text is one window, as in sentence-transformers, whatever its paragraphs.
+    assert_eq!(encoder.token_windows("one\n\ntwo").unwrap().len(), 1);
+}
