@@ -19,6 +19,7 @@ test: models
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release -j$(JOBS) --all-targets -- -D warnings
+	$(CARGO) clippy --release -j$(JOBS) --lib --features hub -- -D warnings
 
 bench: models
 	$(CARGO) bench -j$(JOBS) --bench guard

@@ -32,6 +32,9 @@ struct Args {
     /// Override the detector's threshold.
     #[arg(long)]
     threshold: Option<f32>,
+    /// Replace harmful responses by the fixed template instead of the LLM rewrite.
+    #[arg(long)]
+    template_only: bool,
     /// Show the response unchanged when the detector cannot decide (default: fail closed).
     #[arg(long)]
     fail_open: bool,
@@ -48,10 +51,17 @@ fn run(args: &Args) -> mllm_protector::Result<()> {
     if let Some(t) = args.threshold {
         builder = builder.threshold(t);
     }
+    if args.template_only {
+        builder = builder.template_only();
+    }
     if args.fail_open {
         builder = builder.on_undecided(FailurePolicy::FailOpen);
     }
     let protector = builder.build()?;
+    if !args.json {
+        println!("detector:  {}", protector.detector().name());
+        println!("rewriter:  {}", protector.detoxifier().name());
+    }
     let image = args.image.as_ref().map(Image::open).transpose()?;
     let outcome = protector.guard(image.as_ref(), &args.prompt, &args.response)?;
     if args.json {
@@ -64,6 +74,8 @@ fn run(args: &Args) -> mllm_protector::Result<()> {
             "threshold": outcome.threshold,
             "detector": outcome.detector,
             "detoxifier": outcome.detoxifier,
+            "fallback": outcome.fallback,
+            "rewrite_score": outcome.rewrite_score,
             "note": outcome.note,
             "image": outcome.image,
         });
@@ -83,6 +95,9 @@ fn run(args: &Args) -> mllm_protector::Result<()> {
         println!("action:    {:?}", outcome.action);
         if let Some(image) = &outcome.image {
             println!("image:     {}x{} {}", image.width, image.height, image.format);
+        }
+        if outcome.was_changed() {
+            println!("by:        {}", outcome.detoxifier.as_deref().unwrap_or("-"));
         }
         if let Some(note) = &outcome.note {
             println!("note:      {note}");

@@ -16,7 +16,10 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 use clap::Parser;
-use mllm_protector::detector::{ClassifierHead, EncoderIdentity, HeadMetadata, ScoringContext, SentenceEncoder};
+use mllm_protector::detector::head::CENTROIDS_TENSOR;
+use mllm_protector::detector::{
+    ClassifierHead, EncoderIdentity, HarmCategory, HeadMetadata, ScoringContext, SentenceEncoder,
+};
 use mllm_protector::eval::data::{self, Example, Split, in_split, split_of};
 use mllm_protector::eval::{BinaryMetrics, binary_metrics};
 use mllm_protector::loading::{ModelSource, checksum::sha256_hex, default_models_dir, pins};
@@ -50,6 +53,8 @@ struct Embedded {
     labels: Vec<bool>,
     /// Whether each response comes from JailbreakBench (the hard part: refusals and partial answers vs harm).
     is_jbb: Vec<bool>,
+    /// JailbreakBench's harm category of each response, where it has one.
+    categories: Vec<Option<HarmCategory>>,
 }
 
 impl Embedded {
@@ -83,6 +88,17 @@ impl Embedded {
             .iter()
             .map(|&o| share[group(o)] / n[group(o)].max(1.0))
             .collect()
+    }
+
+    /// Index of each response's highest-scoring window.
+    fn worst_windows(&self, window_probs: &[f32]) -> Vec<usize> {
+        let mut best = vec![(f32::NEG_INFINITY, 0usize); self.labels.len()];
+        for (row, (&o, &p)) in self.owner.iter().zip(window_probs).enumerate() {
+            if p > best[o].0 {
+                best[o] = (p, row);
+            }
+        }
+        best.into_iter().map(|b| b.1).collect()
     }
 
     fn window_labels(&self) -> Vec<f32> {
@@ -241,6 +257,10 @@ fn embed(encoder: &SentenceEncoder, examples: &[Example], what: &str) -> anyhow:
         owner,
         labels: examples.iter().map(|e| e.harmful).collect(),
         is_jbb: examples.iter().map(|e| e.source.starts_with("jbb/")).collect(),
+        categories: examples
+            .iter()
+            .map(|e| e.category.as_deref().and_then(HarmCategory::from_jbb))
+            .collect(),
     })
 }
 
@@ -320,6 +340,34 @@ fn main() -> anyhow::Result<()> {
         .reduce(|a, b| if b.val_auroc > a.val_auroc + 0.002 { b } else { a })
         .context("no head trained")?;
 
+    // Category centroids: the mean first-window embedding of each category's harmful training responses.
+    let x_train = train_e.x.to_vec2::<f32>()?;
+    let mut sums: BTreeMap<usize, (Vec<f32>, usize)> = BTreeMap::new();
+    let mut seen = vec![false; train_e.labels.len()];
+    for (row, &o) in train_e.owner.iter().enumerate() {
+        if seen[o] || !train_e.labels[o] {
+            continue;
+        }
+        seen[o] = true;
+        if let Some(c) = train_e.categories[o] {
+            let k = HarmCategory::ALL.iter().position(|x| *x == c).unwrap_or(0);
+            let entry = sums.entry(k).or_insert_with(|| (vec![0.0; dim], 0));
+            entry.0.iter_mut().zip(&x_train[row]).for_each(|(a, b)| *a += b);
+            entry.1 += 1;
+        }
+    }
+    let categories: Vec<HarmCategory> = sums.keys().map(|&k| HarmCategory::ALL[k]).collect();
+    let mut centroid_rows = Vec::new();
+    for (sum, _) in sums.values() {
+        let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        centroid_rows.extend(sum.iter().map(|v| v / norm));
+    }
+    let mut tensors = best.tensors.clone();
+    tensors.insert(
+        CENTROIDS_TENSOR.to_string(),
+        Tensor::from_vec(centroid_rows, (categories.len(), dim), &Device::Cpu)?,
+    );
+
     let mut metadata = HeadMetadata {
         format_version: mllm_protector::detector::head::FORMAT_VERSION,
         layer_sizes: best.sizes.clone(),
@@ -332,10 +380,11 @@ fn main() -> anyhow::Result<()> {
             windowing: encoder.windowing(),
         },
         context: ScoringContext::Response,
+        categories,
         training: serde_json::Value::Null,
         metrics: serde_json::Value::Null,
     };
-    let head = ClassifierHead::from_tensors(best.tensors.clone(), metadata.clone(), "trained head")?;
+    let head = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "trained head")?;
     let score = |e: &Embedded| -> anyhow::Result<Vec<f32>> { Ok(e.response_scores(&head.probabilities(&e.x)?)) };
     let val_scores = score(&val_e)?;
     metadata.threshold = choose_threshold(&val_e, &val_scores, args.max_val_fpr);
@@ -347,6 +396,18 @@ fn main() -> anyhow::Result<()> {
         ("jbb-test", metrics(&jbb_e)?),
         ("alpaca-test", metrics(&alpaca_e)?),
     ];
+    // Category accuracy on the harmful JBB test responses (category of the worst window, as at inference).
+    let probs = head.probabilities(&jbb_e.x)?;
+    let predicted = head.categorize(&jbb_e.x)?.unwrap_or_default();
+    let (mut right, mut total) = (0usize, 0usize);
+    for (i, &w) in jbb_e.worst_windows(&probs).iter().enumerate() {
+        if let (true, Some(truth)) = (jbb_e.labels[i], jbb_e.categories[i]) {
+            total += 1;
+            right += usize::from(predicted.get(w) == Some(&truth));
+        }
+    }
+    let category_accuracy = right as f64 / total.max(1) as f64;
+    println!("category accuracy on harmful jbb-test responses: {category_accuracy:.4} ({right}/{total})");
     println!(
         "head {:?}, threshold {:.4} (benign validation FPR ≤ {})",
         best.sizes, metadata.threshold, args.max_val_fpr
@@ -366,12 +427,14 @@ fn main() -> anyhow::Result<()> {
             m.fpr
         );
     }
-    metadata.metrics = serde_json::json!(
+    let mut metrics = serde_json::json!(
         table
             .iter()
             .map(|(n, m)| (n.to_string(), m))
             .collect::<BTreeMap<_, _>>()
     );
+    metrics["jbb-test-category-accuracy"] = serde_json::json!(category_accuracy);
+    metadata.metrics = metrics;
     metadata.training = serde_json::json!({
         "command": "cargo run --release --example train_detector",
         "seed": seed,
@@ -386,9 +449,10 @@ fn main() -> anyhow::Result<()> {
         "optimiser": "AdamW, full batch, class-balanced logistic loss, weight decay 1e-4, early stopping on JBB-validation AUROC; loss weights: harmful 1/2, JBB harmless 1/4, other harmless 1/4",
         "candidates": "logistic [384, 1] (lr 3e-2) vs MLP [384, 256, 1] (lr 1e-3); MLP kept only if JBB-validation AUROC +0.002",
         "best_epoch": best.epochs,
+        "categories": "nearest centroid (cosine) of the worst window; centroids = mean first-window embedding of each JBB category's harmful training responses",
         "threshold_rule": format!("highest validation F1 with FPR ≤ {} on benign (AlpacaEval) validation answers", args.max_val_fpr),
     });
-    let head = ClassifierHead::from_tensors(best.tensors, metadata, "trained head")?;
+    let head = ClassifierHead::from_tensors(tensors, metadata, "trained head")?;
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
     }

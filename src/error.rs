@@ -87,6 +87,15 @@ pub enum Error {
         max: usize,
     },
 
+    /// A bounded operation (a rewrite) ran past its time limit and was abandoned.
+    #[error("{what} took longer than {seconds} s and was abandoned")]
+    Timeout {
+        /// What timed out.
+        what: String,
+        /// The limit.
+        seconds: f64,
+    },
+
     /// A data set the examples or tests read is missing or malformed.
     #[error("data set: {0}")]
     Data(String),

@@ -7,7 +7,9 @@
 //! The [`Protector`] composes the two parts, each a trait you can swap:
 //! - [`HarmDetector`]: default [`EmbeddingDetector`] (all-MiniLM-L6-v2 on candle, a trained head, windows over
 //!   long responses); [`RefusalMatcher`] is the string baseline.
-//! - [`Detoxifier`]: default [`TemplateDetoxifier`] (a fixed refusal that never repeats the harmful text).
+//! - [`Detoxifier`]: default [`LlmDetoxifier`] (SmolLM2 rewrites the answer; every rewrite is verified) when its
+//!   model is present, else [`TemplateDetoxifier`] (a fixed refusal that never repeats the harmful text), which is
+//!   also the fallback for any rejected rewrite.
 //!
 //! ```no_run
 //! use mllm_protector::Protector;
@@ -32,11 +34,17 @@ pub mod loading;
 pub mod protector;
 
 pub use detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore, RefusalMatcher};
-pub use detoxifier::{Detoxifier, TemplateDetoxifier};
+pub use detoxifier::verify::FallbackReason;
+pub use detoxifier::{Detoxifier, LlmDetoxifier, TemplateDetoxifier};
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use image::Image;
 pub use protector::{
     Action, FailurePolicy, GuardLayer, GuardOutcome, GuardRequest, Guarded, GuardedError, InputLimits, Protector,
-    ProtectorBuilder, ProtectorConfig, Verdict,
+    ProtectorBuilder, ProtectorConfig, RewriteChecks, Verdict,
 };
+
+/// The README's Rust snippets, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

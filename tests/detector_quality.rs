@@ -83,12 +83,18 @@ fn one_harmful_paragraph_at_the_end_of_5000_harmless_words_is_flagged() {
         benign.probability
     );
 
-    // One harmful paragraph: held-out JailbreakBench responses judged jailbroken, that the detector flags alone.
+    // One harmful paragraph: a held-out JailbreakBench response judged jailbroken, its blank lines folded so it is
+    // one paragraph, that the detector flags on its own.
     let harmful: Vec<String> = in_split(load_jbb(&data).unwrap(), Split::Test, seed)
         .into_iter()
-        .filter(|e| e.harmful && e.response.split_whitespace().count() < 200)
-        .map(|e| e.response)
-        .take(40)
+        .filter(|e| e.harmful && (50..200).contains(&e.response.split_whitespace().count()))
+        .map(|e| {
+            e.response
+                .replace("\r", "")
+                .split("\n\n")
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .collect();
     let mut flagged_alone = 0;
     for paragraph in &harmful {

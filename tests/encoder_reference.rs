@@ -73,11 +73,27 @@ fn long_text_is_read_in_overlapping_windows() {
 fn long_text_paragraphs_are_also_read_alone() {
     let encoder = common::encoder();
     let paragraph = "word ".repeat(100); // 100 tokens each
-    let text = [paragraph.as_str(); 6].join("\n\n");
+    let short = "a short heading"; // under min_paragraph_tokens: only read inside the fixed windows
+    let text = [
+        paragraph.as_str(),
+        short,
+        paragraph.as_str(),
+        paragraph.as_str(),
+        short,
+        paragraph.as_str(),
+        paragraph.as_str(),
+        paragraph.as_str(),
+    ]
+    .join("\n\n");
     let windows = encoder.token_windows(&text).unwrap();
     let fixed = windows.iter().filter(|w| w.len() > 102).count();
     let alone = windows.iter().filter(|w| w.len() == 102).count();
-    assert_eq!(alone, 6, "each paragraph once, alone");
+    assert_eq!(alone, 6, "each long paragraph once, alone");
+    assert_eq!(
+        windows.iter().filter(|w| w.len() < 102).count(),
+        0,
+        "short fragments are not read alone"
+    );
     assert!(fixed >= 3, "plus the fixed windows over the whole text");
     // A short text is one window, as in sentence-transformers, whatever its paragraphs.
     assert_eq!(encoder.token_windows("one\n\ntwo").unwrap().len(), 1);

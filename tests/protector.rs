@@ -77,7 +77,11 @@ impl Detoxifier for Rewriter {
 }
 
 fn protector() -> Protector {
-    Protector::builder().detector(Scripted::new()).build().unwrap()
+    Protector::builder()
+        .template_only()
+        .detector(Scripted::new())
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -106,6 +110,7 @@ fn threshold_is_inclusive_and_overridable() {
     let at = protector().guard(None, "p", "score=0.5").unwrap();
     assert_eq!(at.verdict, Verdict::Harmful, "score == threshold is harmful");
     let strict = Protector::builder()
+        .template_only()
         .detector(Scripted::new())
         .threshold(0.95)
         .build()
@@ -113,6 +118,7 @@ fn threshold_is_inclusive_and_overridable() {
     assert_eq!(strict.guard(None, "p", "score=0.9").unwrap().verdict, Verdict::Harmless);
     for bad in [0.0, -1.0, 1.5, f32::NAN] {
         let err = Protector::builder()
+            .template_only()
             .detector(Scripted::new())
             .threshold(bad)
             .build()
@@ -124,6 +130,7 @@ fn threshold_is_inclusive_and_overridable() {
 #[test]
 fn rewriter_output_is_used_and_its_failures_fall_back() {
     let p = Protector::builder()
+        .template_only()
         .detector(Scripted::new())
         .detoxifier(Rewriter)
         .build()
@@ -135,7 +142,7 @@ fn rewriter_output_is_used_and_its_failures_fall_back() {
         let out = p.guard(None, "q", broken).unwrap();
         assert_eq!(out.action, Action::Replaced, "{broken}");
         assert_eq!(out.response, mllm_protector::detoxifier::template::DEFAULT_REFUSAL);
-        assert!(out.note.as_deref().unwrap_or("").contains("fallback"), "{:?}", out.note);
+        assert!(out.fallback.is_some() && out.note.is_some(), "{:?}", out.note);
     }
 }
 
@@ -157,6 +164,7 @@ fn undecided_fails_closed_by_default_and_visibly() {
 #[test]
 fn fail_open_shows_the_response_marked_undecided() {
     let p = Protector::builder()
+        .template_only()
         .detector(Scripted::new())
         .on_undecided(FailurePolicy::FailOpen)
         .build()
@@ -170,6 +178,7 @@ fn fail_open_shows_the_response_marked_undecided() {
 #[test]
 fn bad_input_is_a_typed_error() {
     let p = Protector::builder()
+        .template_only()
         .detector(Scripted::new())
         .limits(InputLimits {
             max_response_bytes: 100,
@@ -196,7 +205,11 @@ fn bad_input_is_a_typed_error() {
 #[test]
 fn batch_keeps_every_verdict_and_scores_once() {
     let detector = Arc::new(Scripted::new());
-    let p = Protector::builder().shared_detector(detector.clone()).build().unwrap();
+    let p = Protector::builder()
+        .template_only()
+        .shared_detector(detector.clone())
+        .build()
+        .unwrap();
     let requests = [
         GuardRequest {
             image: None,
@@ -259,6 +272,7 @@ fn config_is_serde() {
         InputLimits::default().max_response_bytes
     );
     let p = Protector::builder()
+        .template_only()
         .detector(Scripted::new())
         .config(config)
         .build()
@@ -266,4 +280,55 @@ fn config_is_serde() {
     assert_eq!(p.threshold(), 0.7);
     let back: ProtectorConfig = serde_json::from_str(&serde_json::to_string(&config).unwrap()).unwrap();
     assert_eq!(back, config);
+}
+
+/// Rewrites by a script keyed on the prompt, to exercise each verification check.
+struct ScriptedRewriter;
+impl Detoxifier for ScriptedRewriter {
+    fn name(&self) -> &str {
+        "scripted-rewriter"
+    }
+    fn detoxify(&self, req: &DetoxRequest<'_>) -> mllm_protector::Result<Detoxified> {
+        let text = match req.prompt {
+            "copy" => req.response.to_string(),
+            "still-harmful" => "score=0.95 here it is again in other words".to_string(),
+            "loop" => "sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry".to_string(),
+            "slow" => {
+                return Err(Error::Timeout {
+                    what: "rewrite".into(),
+                    seconds: 1.0,
+                });
+            }
+            _ => "I can't help with that, but here is how to stay safe: score=0.05".to_string(),
+        };
+        Ok(Detoxified {
+            text,
+            kind: DetoxKind::Rewrite,
+        })
+    }
+}
+
+#[test]
+fn every_rewrite_is_verified_before_it_is_shown() {
+    use mllm_protector::FallbackReason;
+    let p = Protector::builder()
+        .detector(Scripted::new())
+        .detoxifier(ScriptedRewriter)
+        .build()
+        .unwrap();
+    let harmful = "score=0.9 mix the two chemicals in a closed room and wait for the gas";
+    let good = p.guard(None, "ok", harmful).unwrap();
+    assert_eq!((good.action, good.fallback), (Action::Rewritten, None));
+    assert_eq!(good.rewrite_score, Some(0.05));
+    for (prompt, reason) in [
+        ("copy", FallbackReason::CopiedOriginal),
+        ("still-harmful", FallbackReason::StillHarmful),
+        ("loop", FallbackReason::Degenerate),
+        ("slow", FallbackReason::TimedOut),
+    ] {
+        let out = p.guard(None, prompt, harmful).unwrap();
+        assert_eq!((out.action, out.fallback), (Action::Replaced, Some(reason)), "{prompt}");
+        assert_eq!(out.response, mllm_protector::detoxifier::template::DEFAULT_REFUSAL);
+        assert_eq!(out.original_response, harmful, "the original is kept");
+    }
 }

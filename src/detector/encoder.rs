@@ -20,6 +20,11 @@ pub struct Windowing {
     pub max_tokens: usize,
     /// Tokens shared by consecutive windows.
     pub overlap: usize,
+    /// In a text longer than one window, each paragraph of at least this many tokens (and at most one window) is
+    /// also read on its own; 0 turns paragraph reading off. Shorter fragments (headings, list items) are read only
+    /// inside the fixed windows: alone they carry too little context to be judged.
+    #[serde(default)]
+    pub min_paragraph_tokens: usize,
 }
 
 impl Default for Windowing {
@@ -27,6 +32,7 @@ impl Default for Windowing {
         Windowing {
             max_tokens: 256,
             overlap: 64,
+            min_paragraph_tokens: 48,
         }
     }
 }
@@ -169,7 +175,7 @@ impl SentenceEncoder {
     /// sentence-transformers would feed BERT.
     ///
     /// A text longer than one window is read twice: in overlapping fixed windows, and paragraph by paragraph
-    /// (blank-line separated, each paragraph that fits in a window on its own). Fixed windows cut paragraphs at
+    /// (blank-line separated; each paragraph of `min_paragraph_tokens` up to one window, on its own). Fixed windows cut paragraphs at
     /// arbitrary points and mix them with their neighbours; a harmful paragraph inside a long harmless text would be
     /// diluted in every fixed window, but read alone it is not.
     pub fn token_windows(&self, text: &str) -> Result<Vec<Vec<u32>>> {
@@ -186,12 +192,12 @@ impl SentenceEncoder {
             }
             start += step;
         }
-        if windows.len() > 1 {
+        if windows.len() > 1 && self.windowing.min_paragraph_tokens > 0 {
             let paragraphs: Vec<&str> = text.split("\n\n").filter(|p| !p.trim().is_empty()).collect();
             if paragraphs.len() > 1 {
                 for paragraph in paragraphs {
                     let ids = self.encode(paragraph)?;
-                    if !ids.is_empty() && ids.len() <= body {
+                    if ids.len() >= self.windowing.min_paragraph_tokens && ids.len() <= body {
                         windows.push(self.wrap(&ids));
                     }
                 }

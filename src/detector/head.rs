@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
 use serde::{Deserialize, Serialize};
 
+use crate::detector::category::HarmCategory;
 use crate::detector::encoder::Windowing;
 use crate::error::{Error, Result};
 use crate::loading::read_file;
@@ -49,6 +50,9 @@ pub struct HeadMetadata {
     /// Which text the head was trained to read.
     #[serde(default)]
     pub context: crate::detector::ScoringContext,
+    /// Harm categories, in the row order of the `categories.centroids` tensor (empty: no categories).
+    #[serde(default)]
+    pub categories: Vec<HarmCategory>,
     /// How the head was trained (data, splits, seed, hyper-parameters), free-form.
     pub training: serde_json::Value,
     /// Metrics measured at training time, by split name (e.g. `"jbb-test": {"auroc": …}`).
@@ -59,8 +63,13 @@ pub struct HeadMetadata {
 #[derive(Debug, Clone)]
 pub struct ClassifierHead {
     layers: Vec<Linear>,
+    /// `(categories, dim)`, unit rows: the mean embedding of each category's harmful training responses.
+    centroids: Option<Tensor>,
     metadata: HeadMetadata,
 }
+
+/// Name of the category centroid tensor in a head file.
+pub const CENTROIDS_TENSOR: &str = "categories.centroids";
 
 impl ClassifierHead {
     /// The head embedded in the crate.
@@ -146,7 +155,43 @@ impl ClassifierHead {
             let bias = take(format!("layers.{i}.bias"), &[out])?;
             layers.push(Linear::new(weight, Some(bias)));
         }
-        Ok(ClassifierHead { layers, metadata })
+        let centroids = if metadata.categories.is_empty() {
+            None
+        } else {
+            let t = tensors.remove(CENTROIDS_TENSOR).ok_or_else(|| Error::BadWeights {
+                what: what.to_string(),
+                reason: format!("metadata names categories but there is no `{CENTROIDS_TENSOR}`"),
+            })?;
+            let dims = [metadata.categories.len(), metadata.encoder.dim];
+            if t.dims() != dims {
+                return Err(Error::ShapeMismatch {
+                    what: format!("{what}: {CENTROIDS_TENSOR}"),
+                    expected: format!("{dims:?}"),
+                    actual: format!("{:?}", t.dims()),
+                });
+            }
+            Some(t.to_dtype(DType::F32)?)
+        };
+        Ok(ClassifierHead {
+            layers,
+            centroids,
+            metadata,
+        })
+    }
+
+    /// The nearest category (cosine to the category centroids) of each embedding row; `None` when the head has no
+    /// categories.
+    pub fn categorize(&self, embeddings: &Tensor) -> Result<Option<Vec<HarmCategory>>> {
+        let Some(centroids) = &self.centroids else {
+            return Ok(None);
+        };
+        if embeddings.dim(0)? == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let best = embeddings.matmul(&centroids.t()?)?.argmax(1)?.to_vec1::<u32>()?;
+        Ok(Some(
+            best.into_iter().map(|i| self.metadata.categories[i as usize]).collect(),
+        ))
     }
 
     /// The head's metadata.
@@ -193,6 +238,9 @@ impl ClassifierHead {
             if let Some(b) = layer.bias() {
                 named.push((format!("layers.{i}.bias"), b.clone()));
             }
+        }
+        if let Some(c) = &self.centroids {
+            named.push((CENTROIDS_TENSOR.to_string(), c.clone()));
         }
         let json = serde_json::to_string(&self.metadata).map_err(|e| Error::BadConfig {
             what: "head metadata".into(),

@@ -4,6 +4,7 @@
 //! (a sentence encoder, [`TextEncoder`], with a trained [`ClassifierHead`] over its embeddings) and
 //! [`RefusalMatcher`] the string-matching baseline it is measured against.
 
+pub mod category;
 pub mod encoder;
 pub mod head;
 pub mod refusal;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use category::HarmCategory;
 pub use encoder::{SentenceEncoder, TextEncoder, WindowEmbeddings, Windowing};
 pub use head::{ClassifierHead, EncoderIdentity, HeadMetadata};
 pub use refusal::RefusalMatcher;
@@ -51,6 +53,9 @@ pub struct HarmScore {
     pub windows: usize,
     /// The window that scored highest (0-based).
     pub worst_window: usize,
+    /// The harm category of that window, when the detector names categories.
+    #[serde(default)]
+    pub category: Option<HarmCategory>,
 }
 
 impl HarmScore {
@@ -60,6 +65,7 @@ impl HarmScore {
             probability,
             windows: 1,
             worst_window: 0,
+            category: None,
         }
     }
 }
@@ -290,15 +296,17 @@ impl HarmDetector for EmbeddingDetector {
         let refs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
         let windows = self.encoder.embed_windows(&refs)?;
         let probs = self.head.probabilities(&windows.embeddings)?;
+        let categories = self.head.categorize(&windows.embeddings)?;
         let mut scores = vec![
             HarmScore {
                 probability: f32::NEG_INFINITY,
                 windows: 0,
                 worst_window: 0,
+                category: None,
             };
             inputs.len()
         ];
-        for (&owner, &p) in windows.owner.iter().zip(&probs) {
+        for (row, (&owner, &p)) in windows.owner.iter().zip(&probs).enumerate() {
             let score = scores.get_mut(owner).ok_or_else(|| Error::ShapeMismatch {
                 what: "window owner".into(),
                 expected: format!("< {}", inputs.len()),
@@ -308,6 +316,7 @@ impl HarmDetector for EmbeddingDetector {
             if !score.probability.is_nan() && (p.is_nan() || p > score.probability) {
                 score.probability = p;
                 score.worst_window = score.windows;
+                score.category = categories.as_ref().and_then(|c| c.get(row).copied());
             }
             score.windows += 1;
         }

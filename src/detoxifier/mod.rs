@@ -3,10 +3,16 @@
 //! [`Detoxifier`] is the trait the [`Protector`](crate::Protector) composes. [`TemplateDetoxifier`] is the safe
 //! fallback: a fixed, polite refusal that never repeats the harmful content.
 
+pub mod gguf_tokenizer;
+pub mod llm;
+pub mod seq2seq;
 pub mod template;
+pub mod verify;
 
 use serde::{Deserialize, Serialize};
 
+pub use llm::{LlmDetoxConfig, LlmDetoxifier};
+pub use seq2seq::{Seq2SeqConfig, Seq2SeqDetoxifier};
 pub use template::TemplateDetoxifier;
 
 use crate::detector::HarmScore;

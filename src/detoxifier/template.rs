@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::detector::HarmCategory;
 use crate::detoxifier::{DetoxKind, DetoxRequest, Detoxified, Detoxifier};
 use crate::error::Result;
 
@@ -25,19 +26,44 @@ people, I'm glad to help with that instead.";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TemplateDetoxifier {
-    /// The message shown instead of a harmful response.
+    /// The message shown instead of a harmful response when its category is unknown.
     pub message: String,
+    /// When the detector names the harm category, say what kind of request is declined and offer a safe
+    /// alternative for that category (default on).
+    pub category_aware: bool,
 }
 
 impl Default for TemplateDetoxifier {
     fn default() -> Self {
         TemplateDetoxifier {
             message: DEFAULT_REFUSAL.to_string(),
+            category_aware: true,
         }
     }
 }
 
 impl TemplateDetoxifier {
+    /// The refusal for a response of `category` (the generic message when unknown or when not category-aware).
+    /// It is built from fixed text only, so it cannot repeat anything from the response.
+    ///
+    /// ```
+    /// use mllm_protector::detector::HarmCategory;
+    /// use mllm_protector::TemplateDetoxifier;
+    /// let t = TemplateDetoxifier::default();
+    /// assert!(t.message_for(Some(HarmCategory::MalwareHacking)).contains("malware"));
+    /// assert_eq!(t.message_for(None), t.message);
+    /// ```
+    pub fn message_for(&self, category: Option<HarmCategory>) -> String {
+        match category {
+            Some(c) if self.category_aware => format!(
+                "I can't help with requests for {}, because the answer could cause real harm. {}",
+                c.describe(),
+                c.safe_alternative()
+            ),
+            _ => self.message.clone(),
+        }
+    }
+
     pub(crate) fn name_static(&self) -> &'static str {
         "template"
     }
@@ -48,9 +74,9 @@ impl Detoxifier for TemplateDetoxifier {
         self.name_static()
     }
 
-    fn detoxify(&self, _request: &DetoxRequest<'_>) -> Result<Detoxified> {
+    fn detoxify(&self, request: &DetoxRequest<'_>) -> Result<Detoxified> {
         Ok(Detoxified {
-            text: self.message.clone(),
+            text: self.message_for(request.score.and_then(|s| s.category)),
             kind: DetoxKind::Replacement,
         })
     }

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 pub use layer::{Generate, GuardLayer, Guarded, GuardedError};
 
-use crate::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore};
-use crate::detoxifier::{DetoxKind, DetoxRequest, Detoxifier, TemplateDetoxifier};
+use crate::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmCategory, HarmDetector, HarmScore};
+use crate::detoxifier::verify::{FallbackReason, is_degenerate, rouge_l_f1};
+use crate::detoxifier::{DetoxKind, DetoxRequest, Detoxifier, LlmDetoxifier, TemplateDetoxifier};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::image::{Image, ImageInfo};
@@ -56,6 +57,28 @@ pub struct ProtectorConfig {
     pub on_undecided: FailurePolicy,
     /// Input size limits.
     pub limits: InputLimits,
+    /// How rewrites are checked before they are shown.
+    pub verification: RewriteChecks,
+}
+
+/// Checks every rewrite must pass before it is shown; a rewrite that fails one is replaced by the template.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RewriteChecks {
+    /// Score the rewrite with the detector and reject it when still harmful (default on).
+    pub rescore: bool,
+    /// Reject a rewrite whose ROUGE-L F1 with the harmful response is at or above this (default 0.3: a refusal
+    /// that names the topic stays far below it, a paraphrase of the answer does not).
+    pub max_rouge_l: f64,
+}
+
+impl Default for RewriteChecks {
+    fn default() -> Self {
+        RewriteChecks {
+            rescore: true,
+            max_rouge_l: 0.3,
+        }
+    }
 }
 
 /// The detector's verdict on a response.
@@ -101,10 +124,16 @@ pub struct GuardOutcome {
     pub detector: String,
     /// The detoxifier that produced `response`, when it was changed.
     pub detoxifier: Option<String>,
-    /// Why the detector could not decide, or why the detoxifier failed and the fallback was used.
+    /// Why the detector could not decide, or why the detoxifier's text was not used.
     pub note: Option<String>,
+    /// When the template replaced a rewrite or the policy failed closed: why.
+    pub fallback: Option<FallbackReason>,
+    /// The detector's score of the rewrite that was shown (or rejected).
+    pub rewrite_score: Option<f32>,
     /// How many windows the response was read in.
     pub windows: usize,
+    /// The harm category the detector names for the response's worst window (meaningful when harmful).
+    pub category: Option<HarmCategory>,
     /// The image, when one was given.
     pub image: Option<ImageInfo>,
 }
@@ -156,8 +185,8 @@ impl std::fmt::Debug for Protector {
 }
 
 impl Protector {
-    /// The default protector: all-MiniLM-L6-v2 detector from the local models folder with the embedded head,
-    /// the template detoxifier, fail-closed.
+    /// The default protector: all-MiniLM-L6-v2 detector from the local models folder with the embedded head, the
+    /// SmolLM2 rewriter when its model is present (else the template), every rewrite verified, fail-closed.
     pub fn new() -> Result<Self> {
         Self::builder().build()
     }
@@ -287,7 +316,10 @@ impl Protector {
             detector: self.detector.name().to_string(),
             detoxifier: None,
             note: None,
+            fallback: None,
+            rewrite_score: None,
             windows: 0,
+            category: None,
             image,
         };
         match score {
@@ -297,12 +329,13 @@ impl Protector {
                     self.config.on_undecided
                 ));
                 if self.config.on_undecided == FailurePolicy::FailClosed {
-                    self.replace_with_fallback(&mut outcome);
+                    self.replace_with_fallback(&mut outcome, FallbackReason::Undecided);
                 }
             }
             Ok(s) => {
                 outcome.harm_score = Some(s.probability);
                 outcome.windows = s.windows;
+                outcome.category = s.category;
                 if s.probability >= self.threshold {
                     outcome.verdict = Verdict::Harmful;
                     self.detoxify(r, s, &mut outcome);
@@ -320,32 +353,78 @@ impl Protector {
             response: r.response,
             score: Some(score),
         };
-        match self.detoxifier.detoxify(&request) {
-            Ok(d) if !d.text.trim().is_empty() => {
-                outcome.response = d.text;
-                outcome.action = match d.kind {
-                    DetoxKind::Rewrite => Action::Rewritten,
-                    DetoxKind::Replacement => Action::Replaced,
-                };
-                outcome.detoxifier = Some(self.detoxifier.name().to_string());
-            }
-            Ok(_) => {
-                outcome.note = Some(format!(
-                    "{} returned an empty text; fallback used",
-                    self.detoxifier.name()
-                ));
-                self.replace_with_fallback(outcome);
-            }
+        let name = self.detoxifier.name().to_string();
+        let detoxified = match self.detoxifier.detoxify(&request) {
+            Ok(d) => d,
             Err(e) => {
-                outcome.note = Some(format!("{} failed ({e}); fallback used", self.detoxifier.name()));
-                self.replace_with_fallback(outcome);
+                let reason = if matches!(e, Error::Timeout { .. }) {
+                    FallbackReason::TimedOut
+                } else {
+                    FallbackReason::DetoxifierFailed
+                };
+                outcome.note = Some(format!("{name} failed ({e}); template used"));
+                return self.replace_with_fallback(outcome, reason);
             }
+        };
+        let text = detoxified.text.trim();
+        if text.is_empty() {
+            outcome.note = Some(format!("{name} returned an empty text; template used"));
+            return self.replace_with_fallback(outcome, FallbackReason::Empty);
+        }
+        if detoxified.kind == DetoxKind::Rewrite {
+            match self.verify_rewrite(r.prompt, r.response, text) {
+                Ok(score) => outcome.rewrite_score = score,
+                Err(reason) => {
+                    outcome.note = Some(format!("{name}'s rewrite rejected ({reason:?}); template used"));
+                    return self.replace_with_fallback(outcome, reason);
+                }
+            }
+        }
+        outcome.response = text.to_string();
+        outcome.action = match detoxified.kind {
+            DetoxKind::Rewrite => Action::Rewritten,
+            DetoxKind::Replacement => Action::Replaced,
+        };
+        outcome.detoxifier = Some(name);
+    }
+
+    /// Checks a rewrite of `response` the way [`guard`](Self::guard) does before showing it: not degenerate, not
+    /// copied from the response (ROUGE-L), and (when `rescore` is on) scored harmless by the detector. Returns the
+    /// rewrite's harm score (when rescored) or why it must not be shown.
+    pub fn verify_rewrite(
+        &self,
+        prompt: &str,
+        response: &str,
+        rewrite: &str,
+    ) -> std::result::Result<Option<f32>, FallbackReason> {
+        let checks = &self.config.verification;
+        if rewrite.trim().is_empty() {
+            return Err(FallbackReason::Empty);
+        }
+        if is_degenerate(rewrite) {
+            return Err(FallbackReason::Degenerate);
+        }
+        if rouge_l_f1(rewrite, response) >= checks.max_rouge_l {
+            return Err(FallbackReason::CopiedOriginal);
+        }
+        if !checks.rescore {
+            return Ok(None);
+        }
+        match self.detector.score(DetectionInput::new(prompt, rewrite)) {
+            Ok(s) if s.probability.is_finite() && s.probability < self.threshold => Ok(Some(s.probability)),
+            _ => Err(FallbackReason::StillHarmful),
         }
     }
 
-    fn replace_with_fallback(&self, outcome: &mut GuardOutcome) {
-        outcome.response = self.fallback.message.clone();
+    fn replace_with_fallback(&self, outcome: &mut GuardOutcome, reason: FallbackReason) {
+        let category = if outcome.verdict == Verdict::Harmful {
+            outcome.category
+        } else {
+            None
+        };
+        outcome.response = self.fallback.message_for(category);
         outcome.action = Action::Replaced;
+        outcome.fallback = Some(reason);
         outcome.detoxifier = Some(format!("{} (fallback)", self.fallback.name_static()));
     }
 }
@@ -362,8 +441,8 @@ impl Protector {
 ///     .build()?;
 /// # Ok::<(), mllm_protector::Error>(())
 /// ```
-#[derive(Default)]
 pub struct ProtectorBuilder {
+    use_llm: bool,
     detector: Option<Arc<dyn HarmDetector>>,
     detoxifier: Option<Arc<dyn Detoxifier>>,
     fallback: TemplateDetoxifier,
@@ -371,7 +450,27 @@ pub struct ProtectorBuilder {
     config: ProtectorConfig,
 }
 
+impl Default for ProtectorBuilder {
+    fn default() -> Self {
+        ProtectorBuilder {
+            use_llm: true,
+            detector: None,
+            detoxifier: None,
+            fallback: TemplateDetoxifier::default(),
+            detector_config: DetectorConfig::default(),
+            config: ProtectorConfig::default(),
+        }
+    }
+}
+
 impl ProtectorBuilder {
+    /// Uses the template only, even when the default LLM rewriter's model is present.
+    pub fn template_only(mut self) -> Self {
+        self.use_llm = false;
+        self.detoxifier = None;
+        self
+    }
+
     /// Uses this detector instead of loading the default one.
     pub fn detector(mut self, detector: impl HarmDetector + 'static) -> Self {
         self.detector = Some(Arc::new(detector));
@@ -402,7 +501,14 @@ impl ProtectorBuilder {
         self
     }
 
-    /// Uses this detoxifier (default: [`TemplateDetoxifier`]).
+    /// Uses an already shared detoxifier.
+    pub fn shared_detoxifier(mut self, detoxifier: Arc<dyn Detoxifier>) -> Self {
+        self.detoxifier = Some(detoxifier);
+        self
+    }
+
+    /// Uses this detoxifier (default: [`LlmDetoxifier`] on SmolLM2 when its model is in the models folder, else
+    /// [`TemplateDetoxifier`]).
     pub fn detoxifier(mut self, detoxifier: impl Detoxifier + 'static) -> Self {
         self.detoxifier = Some(Arc::new(detoxifier));
         self
@@ -457,9 +563,16 @@ impl ProtectorBuilder {
                 reason: "the fallback message is empty".into(),
             });
         }
+        let detoxifier: Arc<dyn Detoxifier> = match self.detoxifier {
+            Some(d) => d,
+            // The LLM rewriter when its model is in the models folder, else the template. A present but broken
+            // model file is an error, not a silent downgrade.
+            None if self.use_llm && LlmDetoxifier::default_model_present() => Arc::new(LlmDetoxifier::load_default()?),
+            None => Arc::new(self.fallback.clone()),
+        };
         Ok(Protector {
             detector,
-            detoxifier: self.detoxifier.unwrap_or_else(|| Arc::new(self.fallback.clone())),
+            detoxifier,
             fallback: self.fallback,
             config: self.config,
             threshold,

@@ -1,0 +1,120 @@
+//! The LLM rewriter on the real SmolLM2-135M-Instruct GGUF: tokenizer rebuilt from the GGUF metadata, bounded
+//! greedy generation, and the protector's verification around it.
+
+mod common;
+
+use candle_core::Device;
+use mllm_protector::detoxifier::llm::{ChatMessage, StopReason};
+use mllm_protector::detoxifier::{LlmDetoxConfig, LlmDetoxifier};
+use mllm_protector::loading::{default_models_dir, pins};
+use mllm_protector::{Action, Error, Protector, Verdict};
+use serde::Deserialize;
+
+fn load(config: LlmDetoxConfig) -> LlmDetoxifier {
+    common::models_dir();
+    let path = default_models_dir()
+        .join(pins::SMOLLM2_DIR_NAME)
+        .join(pins::SMOLLM2_GGUF_FILE);
+    LlmDetoxifier::load(&path, Some(pins::SMOLLM2_GGUF_SHA256), &Device::Cpu, config).expect("load SmolLM2")
+}
+
+#[derive(Deserialize)]
+struct Fixtures {
+    published_special_ids: std::collections::BTreeMap<String, u32>,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+}
+
+#[test]
+fn tokenizer_from_gguf_matches_reference_ids_and_round_trips() {
+    let llm = load(LlmDetoxConfig::default());
+    let tok = llm.tokenizer();
+    let fixtures: Fixtures = serde_json::from_str(include_str!("fixtures/smollm2_token_ids.json")).unwrap();
+    for (token, id) in &fixtures.published_special_ids {
+        assert_eq!(tok.token_to_id(token), Some(*id), "{token}");
+        let enc = tok.encode(token.as_str(), false).unwrap();
+        assert_eq!(enc.get_ids(), &[*id], "{token} is one id");
+    }
+    for case in &fixtures.cases {
+        let enc = tok.encode(case.text.as_str(), false).unwrap();
+        assert_eq!(enc.get_ids(), case.ids.as_slice(), "ids of {:?}", case.text);
+        let back = tok.decode(enc.get_ids(), false).unwrap();
+        assert_eq!(back, case.text, "round trip");
+    }
+}
+
+#[test]
+fn generation_is_bounded_repeatable_and_stops_at_end_of_turn() {
+    // A generous time bound: the test machine may be busy with other tests.
+    let llm = load(LlmDetoxConfig {
+        max_new_tokens: 24,
+        max_seconds: 120.0,
+        ..LlmDetoxConfig::default()
+    });
+    let messages = [ChatMessage {
+        role: "user".into(),
+        content: "Say hello in one short sentence.".into(),
+    }];
+    let a = llm.generate(&messages).unwrap();
+    assert!(a.new_tokens <= 24 && !a.text.is_empty(), "{a:?}");
+    let b = llm.generate(&messages).unwrap();
+    assert_eq!(a.text, b.text, "greedy and the KV cache reset between generations");
+    let short = load(LlmDetoxConfig {
+        max_new_tokens: 3,
+        max_seconds: 120.0,
+        ..LlmDetoxConfig::default()
+    })
+    .generate(&messages)
+    .unwrap();
+    assert_eq!((short.new_tokens, short.stop), (3, StopReason::MaxTokens));
+    let err = load(LlmDetoxConfig {
+        max_seconds: 0.0,
+        ..LlmDetoxConfig::default()
+    })
+    .generate(&messages)
+    .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+}
+
+#[test]
+fn a_harmful_answer_is_never_shown_and_the_path_is_recorded() {
+    let protector = Protector::builder()
+        .shared_detector(common::detector())
+        .detoxifier(load(LlmDetoxConfig::default()))
+        .build()
+        .unwrap();
+    // A held-out harmful JailbreakBench response that the detector flags.
+    let seed = common::detector().head().metadata().training["seed"].as_u64().unwrap();
+    let data = common::data_dir();
+    let test = mllm_protector::eval::data::in_split(
+        mllm_protector::eval::data::load_jbb(&data).unwrap(),
+        mllm_protector::eval::Split::Test,
+        seed,
+    );
+    let mut checked = 0;
+    for e in test.iter().filter(|e| e.harmful) {
+        let out = protector.guard(None, &e.prompt, &e.response).unwrap();
+        if out.verdict != Verdict::Harmful {
+            continue;
+        }
+        checked += 1;
+        assert_ne!(out.response, e.response);
+        match out.action {
+            Action::Rewritten => {
+                assert!(out.rewrite_score.unwrap() < protector.threshold(), "{out:?}");
+                assert!(out.fallback.is_none());
+            }
+            Action::Replaced => assert!(out.fallback.is_some(), "{out:?}"),
+            Action::Passed => panic!("a harmful response was passed: {out:?}"),
+        }
+        if checked == 3 {
+            break;
+        }
+    }
+    assert_eq!(checked, 3);
+}
