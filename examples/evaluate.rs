@@ -39,6 +39,9 @@ struct Args {
     /// Split seed (default: the one recorded in the head).
     #[arg(long)]
     seed: Option<u64>,
+    /// Operating point: flag at or above this probability (default: the head's recorded threshold).
+    #[arg(long)]
+    threshold: Option<f32>,
     /// Device: cpu, cuda, metal.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -52,7 +55,7 @@ struct Row {
     safe_prompt_fpr: Option<f64>,
 }
 
-fn row(detector: &dyn HarmDetector, examples: &[Example]) -> anyhow::Result<Row> {
+fn row(detector: &dyn HarmDetector, examples: &[Example], threshold: Option<f32>) -> anyhow::Result<Row> {
     let pb = common::bar(
         examples.len() as u64,
         detector.name().split(' ').next().unwrap_or("scoring"),
@@ -68,7 +71,7 @@ fn row(detector: &dyn HarmDetector, examples: &[Example]) -> anyhow::Result<Row>
     }
     pb.finish_and_clear();
     let labels: Vec<bool> = examples.iter().map(|e| e.harmful).collect();
-    let t = detector.threshold();
+    let t = threshold.unwrap_or_else(|| detector.threshold());
     let safe: Vec<usize> = (0..examples.len())
         .filter(|&i| examples[i].safe_prompt == Some(true) && examples[i].source.starts_with("xstest"))
         .collect();
@@ -126,7 +129,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "detector: {} (threshold {:.4}); baseline: {}",
         detector.name(),
-        detector.threshold(),
+        args.threshold.unwrap_or_else(|| detector.threshold()),
         baseline.name()
     );
     println!(
@@ -136,7 +139,8 @@ fn main() -> anyhow::Result<()> {
     let mut json: BTreeMap<String, BTreeMap<String, Row>> = BTreeMap::new();
     for (name, examples) in &sets {
         for (label, d) in detectors {
-            let r = row(d, examples)?;
+            let t = if label == "minilm-head" { args.threshold } else { None };
+            let r = row(d, examples, t)?;
             let m = &r.metrics;
             println!(
                 "{:<14} {:<17} {:>5} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7} {:>7.4} {:>9}",

@@ -40,6 +40,9 @@ struct Args {
     /// Words of the harmful response shown to the rewriter.
     #[arg(long, default_value_t = 40)]
     response_words: usize,
+    /// Wall-time bound per rewrite, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    max_seconds: f64,
     /// Print every rewrite.
     #[arg(long)]
     verbose: bool,
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
     let config = LlmDetoxConfig {
         max_new_tokens: args.max_new_tokens,
         response_words: args.response_words,
+        max_seconds: args.max_seconds,
         ..LlmDetoxConfig::default()
     };
     let (path, sha) = match &args.model {
@@ -167,15 +171,12 @@ fn main() -> anyhow::Result<()> {
             rel_tpl.push(rel)
         }
         if args.verbose {
-            pb.suspend(|| {
-                println!(
-                    "--- {}\n> {}\n[{:?}] {}\n",
-                    e.prompt,
-                    generated.as_ref().map(|g| g.text.as_str()).unwrap_or("(error)"),
-                    verdict,
-                    final_text
-                )
-            });
+            let stats = generated
+                .as_ref()
+                .map(|g| format!("{} prompt + {} new tokens in {:.2} s", g.prompt_tokens, g.new_tokens, g.seconds))
+                .unwrap_or_else(|e| e.to_string());
+            let text = generated.as_ref().map(|g| g.text.as_str()).unwrap_or("(no rewrite)");
+            pb.suspend(|| println!("--- {}\n> {text}\n({stats})\n[{verdict:?}] {final_text}\n", e.prompt));
         }
         pb.inc(1);
     }

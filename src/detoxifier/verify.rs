@@ -58,8 +58,19 @@ pub fn rouge_l_f1(a: &str, b: &str) -> f64 {
 }
 
 /// Whether a text repeats itself: fewer than half of its word trigrams are distinct (needs ≥ 12 words to judge),
-/// or one word makes up over 40% of a text of ≥ 10 words.
+/// one word makes up over 40% of a text of ≥ 10 words, or one sentence of ≥ 4 words comes back three times.
 pub fn is_degenerate(text: &str) -> bool {
+    let mut sentences = std::collections::HashMap::new();
+    for sentence in text.split(['.', '!', '?', '\n']) {
+        let key = words(sentence);
+        if key.len() >= 4 {
+            let seen = sentences.entry(key).or_insert(0usize);
+            *seen += 1;
+            if *seen >= 3 {
+                return true;
+            }
+        }
+    }
     let w = words(text);
     if w.len() >= 10 {
         let mut counts = std::collections::HashMap::new();
@@ -118,6 +129,10 @@ mod tests {
     fn degenerate_texts() {
         assert!(is_degenerate(&"I can help. ".repeat(10)));
         assert!(is_degenerate("no no no no no no no no no no no"));
+        assert!(is_degenerate(
+            "Sure. I'm unable to assist with any personal matters. I'm unable to assist with any personal matters. \
+             I can say more about other things here. I'm unable to assist with any personal matters."
+        ));
         assert!(!is_degenerate(
             "I can't help with that, but a licensed locksmith can open your own car safely and legally."
         ));
