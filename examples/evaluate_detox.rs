@@ -173,7 +173,12 @@ fn main() -> anyhow::Result<()> {
         if args.verbose {
             let stats = generated
                 .as_ref()
-                .map(|g| format!("{} prompt + {} new tokens in {:.2} s", g.prompt_tokens, g.new_tokens, g.seconds))
+                .map(|g| {
+                    format!(
+                        "{} prompt + {} new tokens in {:.2} s",
+                        g.prompt_tokens, g.new_tokens, g.seconds
+                    )
+                })
                 .unwrap_or_else(|e| e.to_string());
             let text = generated.as_ref().map(|g| g.text.as_str()).unwrap_or("(no rewrite)");
             pb.suspend(|| println!("--- {}\n> {text}\n({stats})\n[{verdict:?}] {final_text}\n", e.prompt));
