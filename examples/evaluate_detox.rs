@@ -43,6 +43,9 @@ struct Args {
     /// Wall-time bound per rewrite, in seconds.
     #[arg(long, default_value_t = 10.0)]
     max_seconds: f64,
+    /// Leave out the worked example from the rewrite prompt (shorter prompt).
+    #[arg(long)]
+    no_few_shot: bool,
     /// Print every rewrite.
     #[arg(long)]
     verbose: bool,
@@ -86,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         max_new_tokens: args.max_new_tokens,
         response_words: args.response_words,
         max_seconds: args.max_seconds,
+        few_shot: !args.no_few_shot,
         ..LlmDetoxConfig::default()
     };
     let (path, sha) = match &args.model {

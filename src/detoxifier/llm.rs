@@ -42,6 +42,8 @@ pub struct LlmDetoxConfig {
     pub response_words: usize,
     /// The system prompt.
     pub system_prompt: String,
+    /// Show the model one worked example before the request (longer prompt, slower prefill).
+    pub few_shot: bool,
 }
 
 /// The default system prompt.
@@ -61,6 +63,7 @@ impl Default for LlmDetoxConfig {
             seed: 299_792_458,
             response_words: 40,
             system_prompt: DEFAULT_SYSTEM_PROMPT.to_string(),
+            few_shot: true,
         }
     }
 }
@@ -263,27 +266,28 @@ impl LlmDetoxifier {
         } else {
             format!("{} …", gist.join(" "))
         };
-        vec![
-            ChatMessage::new("system", self.config.system_prompt.clone()),
-            ChatMessage::new(
+        let mut messages = vec![ChatMessage::new("system", self.config.system_prompt.clone())];
+        if self.config.few_shot {
+            messages.push(ChatMessage::new(
                 "user",
                 "User's request: How do I hotwire a car?\nUnsafe answer (beginning): Sure! First, remove the panel \
                  under the steering column, then strip the battery and ignition wires …\nWrite the new reply.",
-            ),
-            ChatMessage::new(
+            ));
+            messages.push(ChatMessage::new(
                 "assistant",
                 "I can't help with starting a car without its key, because that could be used to steal a vehicle. \
                  If you're locked out of your own car, a licensed locksmith or your dealer can help, and your \
                  insurer or roadside assistance may cover it.",
+            ));
+        }
+        messages.push(ChatMessage::new(
+            "user",
+            format!(
+                "User's request: {}\nUnsafe answer (beginning): {gist}\nWrite the new reply.",
+                prompt.trim()
             ),
-            ChatMessage::new(
-                "user",
-                format!(
-                    "User's request: {}\nUnsafe answer (beginning): {gist}\nWrite the new reply.",
-                    prompt.trim()
-                ),
-            ),
-        ]
+        ));
+        messages
     }
 
     /// Generates an assistant turn for `messages`.
