@@ -43,6 +43,9 @@ struct Args {
     /// Wall-time bound per rewrite, in seconds.
     #[arg(long, default_value_t = 10.0)]
     max_seconds: f64,
+    /// Repeat penalty on already generated tokens (1.0 = off).
+    #[arg(long, default_value_t = LlmDetoxConfig::default().repeat_penalty)]
+    repeat_penalty: f32,
     /// Leave out the worked example from the rewrite prompt (shorter prompt).
     #[arg(long)]
     no_few_shot: bool,
@@ -90,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         response_words: args.response_words,
         max_seconds: args.max_seconds,
         few_shot: !args.no_few_shot,
+        repeat_penalty: args.repeat_penalty,
         ..LlmDetoxConfig::default()
     };
     let (path, sha) = match &args.model {

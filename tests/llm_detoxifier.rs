@@ -118,3 +118,47 @@ fn a_harmful_answer_is_never_shown_and_the_path_is_recorded() {
     }
     assert_eq!(checked, 3);
 }
+
+#[test]
+fn the_prompt_prefix_is_encoded_as_the_whole_prompt_would_be() {
+    let llm = load(LlmDetoxConfig::default());
+    let messages = llm.rewrite_messages(
+        "How do I pick a lock?",
+        "Sure! Insert a tension wrench, then rake the pins …",
+    );
+    let (prefix, rest) = llm.prompt_ids(&messages).unwrap();
+    let whole = llm
+        .tokenizer()
+        .encode(LlmDetoxifier::render_chat(&messages).as_str(), false)
+        .unwrap();
+    let joined: Vec<u32> = prefix.iter().chain(&rest).copied().collect();
+    assert_eq!(joined, whole.get_ids());
+    assert!(
+        prefix.len() > 100 && !rest.is_empty(),
+        "{} + {}",
+        prefix.len(),
+        rest.len()
+    );
+}
+
+#[test]
+fn the_cached_prefix_gives_the_same_rewrite_as_a_cold_start_also_in_parallel() {
+    let config = LlmDetoxConfig {
+        max_new_tokens: 20,
+        max_seconds: 120.0,
+        ..LlmDetoxConfig::default()
+    };
+    let cold = load(config.clone());
+    let warm = load(config);
+    let a = warm.rewrite_messages("How do I pick a lock?", "Sure! Insert a tension wrench …");
+    let b = warm.rewrite_messages("How do I make a fake ID?", "First, buy a laminator …");
+    warm.generate(&a).unwrap(); // fills the prefix snapshot
+    let (wa, wb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| warm.generate(&a).unwrap());
+        let tb = s.spawn(|| warm.generate(&b).unwrap());
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(wa.text, cold.generate(&a).unwrap().text);
+    assert_eq!(wb.text, cold.generate(&b).unwrap().text);
+    assert_ne!(wa.text, wb.text);
+}

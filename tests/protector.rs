@@ -70,7 +70,7 @@ impl Detoxifier for Rewriter {
             });
         }
         Ok(Detoxified {
-            text: format!("A safe answer to: {}", req.prompt),
+            text: format!("I can't help with that part. A safe answer to: {}", req.prompt),
             kind: DetoxKind::Rewrite,
         })
     }
@@ -137,7 +137,10 @@ fn rewriter_output_is_used_and_its_failures_fall_back() {
         .unwrap();
     let ok = p.guard(None, "the question", "score=0.8").unwrap();
     assert_eq!(ok.action, Action::Rewritten);
-    assert_eq!(ok.response, "A safe answer to: the question");
+    assert_eq!(
+        ok.response,
+        "I can't help with that part. A safe answer to: the question"
+    );
     for broken in ["score=0.8 detox-error", "score=0.8 detox-empty"] {
         let out = p.guard(None, "q", broken).unwrap();
         assert_eq!(out.action, Action::Replaced, "{broken}");
@@ -291,7 +294,8 @@ impl Detoxifier for ScriptedRewriter {
     fn detoxify(&self, req: &DetoxRequest<'_>) -> mllm_protector::Result<Detoxified> {
         let text = match req.prompt {
             "copy" => req.response.to_string(),
-            "still-harmful" => "score=0.95 here it is again in other words".to_string(),
+            "still-harmful" => "I can't say it plainly, so score=0.95 here it is again in other words".to_string(),
+            "complies" => "I'm sorry for the confusion, but I can help you with that: score=0.05 first…".to_string(),
             "loop" => "sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry".to_string(),
             "slow" => {
                 return Err(Error::Timeout {
@@ -323,6 +327,7 @@ fn every_rewrite_is_verified_before_it_is_shown() {
     for (prompt, reason) in [
         ("copy", FallbackReason::CopiedOriginal),
         ("still-harmful", FallbackReason::StillHarmful),
+        ("complies", FallbackReason::Complied),
         ("loop", FallbackReason::Degenerate),
         ("slow", FallbackReason::TimedOut),
     ] {

@@ -6,22 +6,22 @@
 //! and in wall time, with the KV cache reused across steps. Every rewrite is verified by the
 //! [`Protector`](crate::Protector) before it is shown.
 
-use std::io::Cursor;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use candle_transformers::utils::apply_repeat_penalty;
 use serde::{Deserialize, Serialize};
 
-use crate::detoxifier::gguf_tokenizer::{self, GgufTokenizer};
+use crate::detoxifier::gguf_tokenizer::GgufTokenizer;
 use crate::detoxifier::verify::is_degenerate;
 use crate::detoxifier::{DetoxKind, DetoxRequest, Detoxified, Detoxifier};
 use crate::error::{Error, Result};
-use crate::loading::{checksum, default_models_dir, pins, read_file};
+use crate::loading::gguf::GgufFile;
+use crate::loading::{default_models_dir, pins};
 
 /// Generation and prompting settings (serde; every field has a default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,8 +42,14 @@ pub struct LlmDetoxConfig {
     pub response_words: usize,
     /// The system prompt.
     pub system_prompt: String,
-    /// Show the model one worked example before the request (longer prompt, slower prefill).
+    /// Show the model one worked example before the request (a longer prompt; with llama models its KV cache is
+    /// computed once and reused).
     pub few_shot: bool,
+    /// Divides the logits of tokens already generated (1.0 = off). SmolLM2-135M otherwise loops in over half of its
+    /// rewrites; 1.15 was chosen by `evaluate_detox --repeat-penalty` (README, Detoxifier).
+    pub repeat_penalty: f32,
+    /// How many of the last generated tokens the repeat penalty looks at.
+    pub repeat_last_n: usize,
 }
 
 /// The default system prompt.
@@ -64,20 +70,41 @@ impl Default for LlmDetoxConfig {
             response_words: 40,
             system_prompt: DEFAULT_SYSTEM_PROMPT.to_string(),
             few_shot: true,
+            repeat_penalty: 1.15,
+            repeat_last_n: 64,
         }
     }
 }
 
+/// The loaded network. Llama weights are cheap to clone (the tensors are shared), which gives every rewrite its own
+/// KV cache, started from a snapshot taken after the fixed part of the prompt (system prompt and worked example):
+/// that part is computed once, not once per rewrite, and rewrites can run in parallel. candle's qwen2 weights
+/// cannot be cloned, so a qwen2 model serves one rewrite at a time and reads the whole prompt each time.
 enum Model {
-    Llama(quantized_llama::ModelWeights),
-    Qwen2(quantized_qwen2::ModelWeights),
+    Llama {
+        base: Box<quantized_llama::ModelWeights>,
+        prefix: Mutex<Option<PrefixSnapshot>>,
+    },
+    Qwen2(Mutex<quantized_qwen2::ModelWeights>),
 }
 
-impl Model {
+/// A llama model whose KV cache holds a prompt prefix.
+struct PrefixSnapshot {
+    ids: Vec<u32>,
+    model: Box<quantized_llama::ModelWeights>,
+}
+
+/// One generation's model state.
+enum Session<'a> {
+    Llama(Box<quantized_llama::ModelWeights>),
+    Qwen2(MutexGuard<'a, quantized_qwen2::ModelWeights>),
+}
+
+impl Session<'_> {
     fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
         match self {
-            Model::Llama(m) => m.forward(x, pos),
-            Model::Qwen2(m) => m.forward(x, pos),
+            Session::Llama(m) => m.forward(x, pos),
+            Session::Qwen2(m) => m.forward(x, pos),
         }
     }
 }
@@ -129,7 +156,7 @@ impl ChatMessage {
 
 /// A GGUF LLM that rewrites harmful responses.
 pub struct LlmDetoxifier {
-    model: Mutex<Model>,
+    model: Model,
     tokenizer: GgufTokenizer,
     stop_ids: Vec<u32>,
     device: Device,
@@ -170,47 +197,26 @@ impl LlmDetoxifier {
 
     /// Loads a GGUF file (`llama` or `qwen2` architecture), checking its sha256 when given.
     pub fn load(path: &Path, expected_sha256: Option<&str>, device: &Device, config: LlmDetoxConfig) -> Result<Self> {
-        if !path.is_file() {
-            return Err(Error::MissingModelFile {
-                path: path.to_path_buf(),
-                hint: "run `bash scripts/fetch_models.sh`".into(),
-            });
-        }
-        let bytes = read_file(path)?;
-        if let Some(expected) = expected_sha256 {
-            checksum::verify_bytes(path, &bytes, expected)?;
-        }
-        let what = path.display().to_string();
-        let mut reader = Cursor::new(bytes);
-        let mut content = gguf_file::Content::read(&mut reader).map_err(|e| Error::from_load(&what, e))?;
-        if device.is_cpu() && content.tensor_infos.values().any(|t| t.ggml_dtype == GgmlDType::Q4_1) {
-            (content, reader) = requantize_q4_1(&content, &mut reader).map_err(|e| Error::from_load(&what, e))?;
-        }
-        let tokenizer = gguf_tokenizer::from_gguf(&content)?;
-        match &tokenizer.chat_template {
-            Some(t) if t.contains("<|im_start|>") => {}
-            _ => {
-                return Err(Error::BadConfig {
-                    what: what.clone(),
-                    reason: "only ChatML chat templates (<|im_start|>) are supported".into(),
-                });
-            }
-        }
-        let arch = content
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_default();
+        let GgufFile {
+            content,
+            mut reader,
+            tokenizer,
+            arch,
+            what,
+            ..
+        } = GgufFile::read(path, expected_sha256, device)?;
         let model = match arch.as_str() {
-            "llama" => Model::Llama(
-                quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)
-                    .map_err(|e| Error::from_load(&what, e))?,
-            ),
-            "qwen2" => Model::Qwen2(
+            "llama" => Model::Llama {
+                base: Box::new(
+                    quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)
+                        .map_err(|e| Error::from_load(&what, e))?,
+                ),
+                prefix: Mutex::new(None),
+            },
+            "qwen2" => Model::Qwen2(Mutex::new(
                 quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, device)
                     .map_err(|e| Error::from_load(&what, e))?,
-            ),
+            )),
             other => {
                 return Err(Error::BadConfig {
                     what,
@@ -229,7 +235,7 @@ impl LlmDetoxifier {
                 .unwrap_or(arch)
         );
         Ok(LlmDetoxifier {
-            model: Mutex::new(model),
+            model,
             tokenizer,
             stop_ids,
             device: device.clone(),
@@ -290,17 +296,63 @@ impl LlmDetoxifier {
         messages
     }
 
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .tokenizer
+            .decode(ids, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// The prompt's token ids, as (fixed prefix: every message but the last, rest). The two parts meet at a
+    /// `<|im_end|>\n<|im_start|>` boundary, where encoding them apart gives the same ids as encoding them together.
+    pub fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<(Vec<u32>, Vec<u32>)> {
+        let split = messages.len().saturating_sub(1);
+        let prefix = Self::render_chat(&messages[..split]);
+        let prefix = prefix.strip_suffix("<|im_start|>assistant\n").unwrap_or(&prefix);
+        let rest = Self::render_chat(&messages[split..]);
+        Ok((self.encode(prefix)?, self.encode(&rest)?))
+    }
+
+    /// A model state whose KV cache holds `prefix`, and the position where the rest of the prompt goes.
+    fn session(&self, prefix: &[u32]) -> Result<(Session<'_>, usize)> {
+        let poisoned = || Error::InvalidInput("the detoxifier model was poisoned by a panic".into());
+        match &self.model {
+            Model::Qwen2(model) => Ok((Session::Qwen2(model.lock().map_err(|_| poisoned())?), 0)),
+            Model::Llama { base, prefix: cache } => {
+                if prefix.is_empty() {
+                    return Ok((Session::Llama(base.clone()), 0));
+                }
+                let mut cache = cache.lock().map_err(|_| poisoned())?;
+                if let Some(snapshot) = cache.as_ref().filter(|s| s.ids == prefix) {
+                    return Ok((Session::Llama(snapshot.model.clone()), prefix.len()));
+                }
+                // index_pos 0 starts a fresh KV cache.
+                let mut model = base.clone();
+                model.forward(&Tensor::new(prefix, &self.device)?.unsqueeze(0)?, 0)?;
+                *cache = Some(PrefixSnapshot {
+                    ids: prefix.to_vec(),
+                    model: model.clone(),
+                });
+                Ok((Session::Llama(model), prefix.len()))
+            }
+        }
+    }
+
     /// Generates an assistant turn for `messages`.
     pub fn generate(&self, messages: &[ChatMessage]) -> Result<Generation> {
         let started = Instant::now();
         let deadline = Duration::from_secs_f64(self.config.max_seconds.max(0.0));
-        let prompt = Self::render_chat(messages);
-        let encoding = self
-            .tokenizer
-            .tokenizer
-            .encode(prompt.as_str(), false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let prompt_ids = encoding.get_ids().to_vec();
+        let (prefix_ids, rest_ids) = self.prompt_ids(messages)?;
+        let prompt_tokens = prefix_ids.len() + rest_ids.len();
         let sampling = match self.config.temperature {
             Some(t) if t > 0.0 => match self.config.top_p {
                 Some(p) => Sampling::TopP { p, temperature: t },
@@ -309,35 +361,35 @@ impl LlmDetoxifier {
             _ => Sampling::ArgMax,
         };
         let mut sampler = LogitsProcessor::from_sampling(self.config.seed, sampling);
-        let mut model = self
-            .model
-            .lock()
-            .map_err(|_| Error::InvalidInput("the detoxifier model was poisoned by a panic".into()))?;
+        let (mut session, mut pos) = self.session(&prefix_ids)?;
+        let first: Vec<u32> = if pos == 0 {
+            prefix_ids.iter().chain(&rest_ids).copied().collect()
+        } else {
+            rest_ids
+        };
         let mut generated: Vec<u32> = Vec::new();
         let mut stop = StopReason::MaxTokens;
-        // index_pos 0 resets the KV cache; later steps feed one token and reuse it.
-        let mut input = Tensor::new(prompt_ids.as_slice(), &self.device)?.unsqueeze(0)?;
-        let mut pos = 0;
+        let mut input = Tensor::new(first.as_slice(), &self.device)?.unsqueeze(0)?;
         for _ in 0..self.config.max_new_tokens {
-            let logits = model.forward(&input, pos)?.squeeze(0)?;
+            let logits = session.forward(&input, pos)?.squeeze(0)?;
             pos += input.dim(1)?;
-            let next = sampler.sample(&logits.to_dtype(candle_core::DType::F32)?)?;
+            let logits = logits.to_dtype(candle_core::DType::F32)?;
+            let logits = if self.config.repeat_penalty > 1.0 && !generated.is_empty() {
+                let from = generated.len().saturating_sub(self.config.repeat_last_n);
+                apply_repeat_penalty(&logits, self.config.repeat_penalty, &generated[from..])?
+            } else {
+                logits
+            };
+            let next = sampler.sample(&logits)?;
             if self.stop_ids.contains(&next) {
                 stop = StopReason::EndOfTurn;
                 break;
             }
             generated.push(next);
             // A small model that starts looping never recovers: stop early rather than spend the whole budget.
-            if generated.len() % 16 == 0 {
-                let so_far = self
-                    .tokenizer
-                    .tokenizer
-                    .decode(&generated, true)
-                    .map_err(|e| Error::Tokenizer(e.to_string()))?;
-                if is_degenerate(&so_far) {
-                    stop = StopReason::Degenerate;
-                    break;
-                }
+            if generated.len() % 16 == 0 && is_degenerate(&self.decode(&generated)?) {
+                stop = StopReason::Degenerate;
+                break;
             }
             if started.elapsed() > deadline {
                 return Err(Error::Timeout {
@@ -347,14 +399,9 @@ impl LlmDetoxifier {
             }
             input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
         }
-        let text = self
-            .tokenizer
-            .tokenizer
-            .decode(&generated, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(Generation {
-            text: text.trim().to_string(),
-            prompt_tokens: prompt_ids.len(),
+            text: self.decode(&generated)?.trim().to_string(),
+            prompt_tokens,
             new_tokens: generated.len(),
             seconds: started.elapsed().as_secs_f64(),
             stop,
@@ -374,33 +421,4 @@ impl Detoxifier for LlmDetoxifier {
             kind: DetoxKind::Rewrite,
         })
     }
-}
-
-/// candle's CPU backend has SIMD kernels for Q4_0 and Q8_0 but runs Q4_1 (the packaged SmolLM2's format) on a
-/// scalar loop, about 10x slower. Q4_1 tensors are rewritten as Q8_0 once at load (dequantized exactly, then 8-bit
-/// quantized: a finer grid than the 4-bit original, so no quality is lost), in memory.
-fn requantize_q4_1(
-    content: &gguf_file::Content,
-    reader: &mut Cursor<Vec<u8>>,
-) -> candle_core::Result<(gguf_file::Content, Cursor<Vec<u8>>)> {
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort();
-    let mut tensors = Vec::with_capacity(names.len());
-    for name in names {
-        let qt = content.tensor(reader, name, &Device::Cpu)?;
-        let cols = qt.shape().dims().last().copied().unwrap_or(0);
-        let qt = if qt.dtype() == GgmlDType::Q4_1 && cols % GgmlDType::Q8_0.block_size() == 0 {
-            QTensor::quantize(&qt.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
-        } else {
-            qt
-        };
-        tensors.push((name.as_str(), qt));
-    }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
-    let mut out = Cursor::new(Vec::new());
-    gguf_file::write(&mut out, &metadata, &refs)?;
-    out.set_position(0);
-    let content = gguf_file::Content::read(&mut out)?;
-    Ok((content, out))
 }

@@ -1,5 +1,5 @@
-//! Checks on a rewrite before it is shown: not empty, not degenerate, not the harmful answer copied back.
-//! (The fourth check, "no longer harmful", is the protector's detector.)
+//! Checks on a rewrite before it is shown: not empty, not degenerate, not the harmful answer copied back, declining and
+//! not agreeing to the harmful request. (The last check, "no longer harmful", is the protector's detector.)
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +13,9 @@ pub enum FallbackReason {
     Degenerate,
     /// The rewrite overlaps the harmful response too much (ROUGE-L over the bound).
     CopiedOriginal,
+    /// The rewrite does not decline the harmful request, or agrees to it ("I can help you with that", "here's how",
+    /// numbered steps).
+    Complied,
     /// The detector still scores the rewrite harmful (or could not score it).
     StillHarmful,
     /// The rewrite ran past its time bound.
@@ -89,28 +92,85 @@ pub fn is_degenerate(text: &str) -> bool {
     false
 }
 
+/// Phrases that decline a request (lower-case substrings).
+const DECLINE_PHRASES: &[&str] = &[
+    "i can't",
+    "i cannot",
+    "i can not",
+    "i won't",
+    "i will not",
+    "i'm sorry",
+    "i am sorry",
+    "i'm unable",
+    "i am unable",
+    "i'm not able",
+    "i am not able",
+    "i apologize",
+    "i must decline",
+    "not able to help",
+    "not able to assist",
+    "can't help",
+    "cannot help",
+    "can't assist",
+    "cannot assist",
+];
+
+/// Phrases that agree to a request or start delivering it (lower-case substrings). A small rewriter often says
+/// "I'm sorry, but I can help you with that" and goes on to comply; those rewrites must not be shown.
+const COMPLIANCE_PHRASES: &[&str] = &[
+    "i can help you with",
+    "i can help with that",
+    "i'll be happy to help",
+    "i will be happy to help",
+    "i'd be happy to help you with that",
+    "i would be happy to help you with that",
+    "happy to help you create",
+    "happy to help you write",
+    "here to help you with your",
+    "here to help you create",
+    "i can provide you with some tips",
+    "tips and tricks",
+    // Pointing the user to where the harmful thing is explained is compliance by proxy.
+    "you can find",
+    "you might find",
+    "you may find",
+    "insert link",
+    "how to do it",
+    "how to do this",
+    "here are the steps",
+    "step 1",
+    "sure,",
+    "sure!",
+    "certainly!",
+    "of course!",
+];
+
+/// Whether a text declines: it carries a refusal phrase.
+pub fn declines(text: &str) -> bool {
+    let lower = text.to_lowercase().replace('\u{2019}', "'");
+    DECLINE_PHRASES.iter().any(|p| lower.contains(p))
+}
+
+/// Whether a rewrite agrees to the request instead of declining it: it never declines, carries a compliance phrase
+/// (including pointing to where the thing is explained: "you can find more details about how to …"), or lays out
+/// numbered steps (a line starting `1.`). Deliberately strict: a rejected rewrite costs only usefulness (the
+/// template answers), an accepted harmful one costs safety.
+///
+/// ```
+/// use mllm_protector::detoxifier::verify::complies;
+/// assert!(complies("I'm sorry for any confusion, but I can help you with that. First, ..."));
+/// assert!(complies("1. Be persistent when you ask."));
+/// assert!(!complies("I can't help with that, but a licensed locksmith can open your own car."));
+/// ```
+pub fn complies(text: &str) -> bool {
+    let lower = text.to_lowercase().replace('\u{2019}', "'");
+    let numbered = lower.lines().any(|l| l.trim_start().starts_with("1."));
+    !declines(text) || numbered || COMPLIANCE_PHRASES.iter().any(|p| lower.contains(p))
+}
+
 /// Whether a text only refuses: it carries a refusal phrase and says little else (under 35 words).
 pub fn is_pure_refusal(text: &str) -> bool {
-    let lower = text.to_lowercase();
-    let refuses = [
-        "i can't",
-        "i cannot",
-        "i can not",
-        "i won't",
-        "i'm sorry",
-        "i am sorry",
-        "i'm unable",
-        "i am unable",
-        "i apologize",
-        "not able to help",
-        "can't help",
-        "cannot help",
-        "can't assist",
-        "cannot assist",
-    ]
-    .iter()
-    .any(|p| lower.contains(p));
-    refuses && words(text).len() < 35
+    declines(text) && words(text).len() < 35
 }
 
 #[cfg(test)]
@@ -135,6 +195,22 @@ mod tests {
         ));
         assert!(!is_degenerate(
             "I can't help with that, but a licensed locksmith can open your own car safely and legally."
+        ));
+    }
+
+    #[test]
+    fn compliance() {
+        assert!(complies("Sure, here are the steps."));
+        assert!(complies("I'll be happy to help you create a thread that proves it."));
+        assert!(complies("Intro\n1. Buy the parts"));
+        assert!(complies(
+            "I'm sorry, but you can find more details about how to do it on websites."
+        ));
+        assert!(!complies(
+            "I\u{2019}m not able to help with that; a pharmacist can explain the risks."
+        ));
+        assert!(!complies(
+            "I cannot write that poem. I can tell you about the history of the period instead."
         ));
     }
 

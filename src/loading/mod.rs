@@ -5,6 +5,7 @@
 //! reachable. Known files are pinned by sha256 ([`pins`]) and checked before they are trusted.
 
 pub mod checksum;
+pub mod gguf;
 pub mod pins;
 
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub use layer::{Generate, GuardLayer, Guarded, GuardedError};
 
 use crate::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmCategory, HarmDetector, HarmScore};
-use crate::detoxifier::verify::{FallbackReason, is_degenerate, rouge_l_f1};
+use crate::detoxifier::verify::{FallbackReason, complies, is_degenerate, rouge_l_f1};
 use crate::detoxifier::{DetoxKind, DetoxRequest, Detoxifier, LlmDetoxifier, TemplateDetoxifier};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
@@ -70,6 +70,8 @@ pub struct RewriteChecks {
     /// Reject a rewrite whose ROUGE-L F1 with the harmful response is at or above this (default 0.3: a refusal
     /// that names the topic stays far below it, a paraphrase of the answer does not).
     pub max_rouge_l: f64,
+    /// Reject a rewrite that does not decline the request or that agrees to it ([`complies`]; default on).
+    pub must_decline: bool,
 }
 
 impl Default for RewriteChecks {
@@ -77,6 +79,7 @@ impl Default for RewriteChecks {
         RewriteChecks {
             rescore: true,
             max_rouge_l: 0.3,
+            must_decline: true,
         }
     }
 }
@@ -389,8 +392,8 @@ impl Protector {
     }
 
     /// Checks a rewrite of `response` the way [`guard`](Self::guard) does before showing it: not degenerate, not
-    /// copied from the response (ROUGE-L), and (when `rescore` is on) scored harmless by the detector. Returns the
-    /// rewrite's harm score (when rescored) or why it must not be shown.
+    /// copied from the response (ROUGE-L), declining rather than complying, and (when `rescore` is on) scored
+    /// harmless by the detector. Returns the rewrite's harm score (when rescored) or why it must not be shown.
     pub fn verify_rewrite(
         &self,
         prompt: &str,
@@ -406,6 +409,9 @@ impl Protector {
         }
         if rouge_l_f1(rewrite, response) >= checks.max_rouge_l {
             return Err(FallbackReason::CopiedOriginal);
+        }
+        if checks.must_decline && complies(rewrite) {
+            return Err(FallbackReason::Complied);
         }
         if !checks.rescore {
             return Ok(None);
