@@ -9,8 +9,13 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use candle_core::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
-use mllm_protector::detector::{DetectionInput, EmbeddingDetector, HarmDetector};
+use mllm_protector::detector::{
+    DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HeadSource, SentenceEncoder, TextEncoder,
+    Windowing,
+};
+use mllm_protector::loading::{ModelSource, default_models_dir, pins};
 use mllm_protector::{Protector, RefusalMatcher};
 
 #[global_allocator]
@@ -26,6 +31,20 @@ a shade cloth in the afternoon prevents blossom drop.";
 
 fn bench(c: &mut Criterion) {
     let detector = std::sync::Arc::new(EmbeddingDetector::load_default().expect("models: run scripts/fetch_models.sh"));
+    // The baseline is the frozen all-MiniLM-L6-v2, whatever the default detector's encoder is.
+    let frozen = SentenceEncoder::load(
+        &ModelSource::Dir(default_models_dir().join(pins::MINILM_DIR_NAME)),
+        &Device::Cpu,
+        Windowing::default(),
+        Some(pins::MINILM_WEIGHTS_SHA256),
+    )
+    .expect("frozen MiniLM");
+    // The opt-in LLM-backbone detector (paper design), when its head file is there.
+    let llm = EmbeddingDetector::load(&DetectorConfig {
+        head: HeadSource::File("assets/smollm2-harm-head.safetensors".into()),
+        ..DetectorConfig::default()
+    })
+    .ok();
     let protector = Protector::builder()
         .shared_detector(detector.clone())
         .build()
@@ -36,11 +55,16 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("one response (~120 words)");
     g.sample_size(20).measurement_time(Duration::from_secs(8));
     g.bench_function("baseline: frozen MiniLM embedding", |b| {
-        b.iter(|| detector.encoder().embed_windows(black_box(&[RESPONSE])).unwrap())
+        b.iter(|| frozen.embed_windows(black_box(&[RESPONSE])).unwrap())
     });
     g.bench_function("detector score (embedding + head)", |b| {
         b.iter(|| detector.score(black_box(DetectionInput::response(RESPONSE))).unwrap())
     });
+    if let Some(llm) = &llm {
+        g.bench_function("LLM-backbone detector score (SmolLM2 last token + head)", |b| {
+            b.iter(|| llm.score(black_box(DetectionInput::response(RESPONSE))).unwrap())
+        });
+    }
     g.bench_function("protector guard (validate + score + decide)", |b| {
         b.iter(|| {
             protector
@@ -60,7 +84,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("long response (~1,000 words, windows)");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.bench_function("baseline: frozen MiniLM embedding", |b| {
-        b.iter(|| detector.encoder().embed_windows(black_box(&[long.as_str()])).unwrap())
+        b.iter(|| frozen.embed_windows(black_box(&[long.as_str()])).unwrap())
     });
     g.bench_function("protector guard", |b| {
         b.iter(|| {
@@ -75,7 +99,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
     g.bench_function("baseline: frozen MiniLM embedding", |b| {
-        b.iter(|| detector.encoder().embed_windows(black_box(&refs)).unwrap())
+        b.iter(|| frozen.embed_windows(black_box(&refs)).unwrap())
     });
     let requests: Vec<_> = refs
         .iter()

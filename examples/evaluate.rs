@@ -1,5 +1,6 @@
-//! Measures harm detectors on labelled responses and prints a table: the default detector (or `--head FILE`)
-//! against the refusal-string baseline (GCG's list).
+//! Measures harm detectors on labelled responses and prints one table: the default detector, each `--head FILE`
+//! (e.g. the frozen-encoder head `assets/minilm-harm-head.safetensors`), and the refusal-string baseline (GCG's
+//! list). Each detector at its own recorded operating point (or `--threshold`), with its expected calibration error.
 //!
 //!     cargo run --release --example evaluate                              # all built-in sets
 //!     cargo run --release --example evaluate -- --set xstest --json out.json
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use mllm_protector::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HeadSource};
 use mllm_protector::eval::data::{self, Example, Split, in_split};
-use mllm_protector::eval::{BinaryMetrics, binary_metrics};
+use mllm_protector::eval::{BinaryMetrics, binary_metrics, expected_calibration_error};
 use mllm_protector::{DeviceChoice, RefusalMatcher};
 use serde::Serialize;
 
@@ -30,9 +31,9 @@ struct Args {
     /// Built-in sets (repeatable): jbb-test, alpaca-test, xstest. Default: all three.
     #[arg(long)]
     set: Vec<String>,
-    /// A head file instead of the embedded one.
+    /// Also measure this head file (repeatable).
     #[arg(long)]
-    head: Option<PathBuf>,
+    head: Vec<PathBuf>,
     /// Write the metrics as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -53,6 +54,9 @@ struct Row {
     metrics: BinaryMetrics,
     #[serde(skip_serializing_if = "Option::is_none")]
     safe_prompt_fpr: Option<f64>,
+    /// Expected calibration error (10 bins).
+    ece: f64,
+    threshold: f32,
 }
 
 fn row(detector: &dyn HarmDetector, examples: &[Example], threshold: Option<f32>) -> anyhow::Result<Row> {
@@ -80,6 +84,8 @@ fn row(detector: &dyn HarmDetector, examples: &[Example], threshold: Option<f32>
     Ok(Row {
         metrics: binary_metrics(&scores, &labels, t),
         safe_prompt_fpr,
+        ece: expected_calibration_error(&scores, &labels, 10),
+        threshold: t,
     })
 }
 
@@ -91,13 +97,22 @@ fn main() -> anyhow::Result<()> {
         "metal" => DeviceChoice::Metal(0),
         other => anyhow::bail!("unknown device {other:?} (cpu, cuda, metal)"),
     };
-    let config = DetectorConfig {
-        head: args.head.clone().map(HeadSource::File).unwrap_or_default(),
-        device,
-        ..DetectorConfig::default()
+    let load = |head: HeadSource| {
+        EmbeddingDetector::load(&DetectorConfig {
+            head,
+            device,
+            ..DetectorConfig::default()
+        })
     };
-    let detector = EmbeddingDetector::load(&config)?;
-    let meta = detector.head().metadata();
+    let mut detectors: Vec<(String, EmbeddingDetector)> = vec![("default".into(), load(HeadSource::Embedded)?)];
+    for path in &args.head {
+        let label = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        detectors.push((label, load(HeadSource::File(path.clone()))?));
+    }
+    let meta = detectors[0].1.head().metadata();
     let seed = args
         .seed
         .or_else(|| meta.training.get("seed").and_then(|s| s.as_u64()))
@@ -125,25 +140,34 @@ fn main() -> anyhow::Result<()> {
     }
 
     let baseline = RefusalMatcher::default();
-    let detectors: [(&str, &dyn HarmDetector); 2] = [("minilm-head", &detector), ("refusal-baseline", &baseline)];
+    let mut all: Vec<(&str, &dyn HarmDetector)> = detectors
+        .iter()
+        .map(|(label, d)| (label.as_str(), d as &dyn HarmDetector))
+        .collect();
+    all.push(("refusal-baseline", &baseline));
+    for (label, d) in &all {
+        println!(
+            "{label}: {} (threshold {:.4})",
+            d.name(),
+            args.threshold.unwrap_or_else(|| d.threshold())
+        );
+    }
     println!(
-        "detector: {} (threshold {:.4}); baseline: {}",
-        detector.name(),
-        args.threshold.unwrap_or_else(|| detector.threshold()),
-        baseline.name()
-    );
-    println!(
-        "{:<14} {:<17} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9}",
-        "set", "detector", "n", "acc", "prec", "recall", "F1", "AUROC", "FPR", "safe-FPR"
+        "{:<14} {:<24} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>7}",
+        "set", "detector", "n", "acc", "prec", "recall", "F1", "AUROC", "FPR", "safe-FPR", "ECE"
     );
     let mut json: BTreeMap<String, BTreeMap<String, Row>> = BTreeMap::new();
     for (name, examples) in &sets {
-        for (label, d) in detectors {
-            let t = if label == "minilm-head" { args.threshold } else { None };
+        for &(label, d) in &all {
+            let t = if label == "refusal-baseline" {
+                None
+            } else {
+                args.threshold
+            };
             let r = row(d, examples, t)?;
             let m = &r.metrics;
             println!(
-                "{:<14} {:<17} {:>5} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7} {:>7.4} {:>9}",
+                "{:<14} {:<24} {:>5} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7} {:>7.4} {:>9} {:>7.4}",
                 name,
                 label,
                 m.n,
@@ -156,6 +180,7 @@ fn main() -> anyhow::Result<()> {
                 r.safe_prompt_fpr
                     .map(|a| format!("{a:.4}"))
                     .unwrap_or_else(|| "-".into()),
+                r.ece,
             );
             json.entry(name.clone()).or_default().insert(label.to_string(), r);
         }
@@ -164,7 +189,7 @@ fn main() -> anyhow::Result<()> {
         // One set: the detector's metrics at the top level (plus the baseline's); several: keyed by set.
         let value = if json.len() == 1 {
             let (_, mut rows) = json.into_iter().next().unwrap_or_default();
-            let mut top = serde_json::to_value(rows.remove("minilm-head"))?;
+            let mut top = serde_json::to_value(rows.remove("default"))?;
             if let (Some(obj), Some(b)) = (top.as_object_mut(), rows.remove("refusal-baseline")) {
                 obj.insert("baseline".into(), serde_json::to_value(b)?);
             }

@@ -16,13 +16,16 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 use clap::Parser;
+use mllm_protector::detector::DetectionInput;
 use mllm_protector::detector::head::CENTROIDS_TENSOR;
+use mllm_protector::detector::llm_backbone::LLM_WINDOWING;
 use mllm_protector::detector::{
-    ClassifierHead, EncoderIdentity, HarmCategory, HeadMetadata, ScoringContext, SentenceEncoder,
+    ClassifierHead, EncoderIdentity, EncoderKind, HarmCategory, HeadMetadata, LlmBackboneEncoder, ScoringContext,
+    SentenceEncoder, TextEncoder, WeightDelta, Windowing,
 };
-use mllm_protector::eval::data::{self, Example, Split, in_split, split_of};
+use mllm_protector::eval::data::Example;
 use mllm_protector::eval::{BinaryMetrics, binary_metrics};
-use mllm_protector::loading::{ModelSource, checksum::sha256_hex, default_models_dir, pins};
+use mllm_protector::loading::{ModelSource, default_models_dir, pins};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -41,6 +44,19 @@ struct Args {
     /// Highest false-positive rate on benign validation answers allowed when choosing the threshold.
     #[arg(long, default_value_t = 0.02)]
     max_val_fpr: f64,
+    /// A weight delta written by `finetune_encoder`: the head is trained over the fine-tuned encoder and the delta is
+    /// stored in the head file.
+    #[arg(long)]
+    encoder_delta: Option<PathBuf>,
+    /// AlpacaEval test answers per instruction in the report (of 12; fewer for the slow LLM backbone).
+    #[arg(long, default_value_t = 12)]
+    alpaca_test_per_instruction: usize,
+    /// Train over SmolLM2-135M-Instruct's last-token hidden state instead of MiniLM (the paper's design).
+    #[arg(long, conflicts_with = "encoder_delta")]
+    llm_backbone: bool,
+    /// What the head reads: `response` (the paper's inference setting) or `prompt-and-response` (its training format).
+    #[arg(long, value_parser = parse_context, default_value = "response")]
+    context: ScoringContext,
     /// Maximum full-batch epochs per candidate head.
     #[arg(long, default_value_t = 2000)]
     epochs: usize,
@@ -70,24 +86,12 @@ impl Embedded {
     /// responses (refusals, evasions) a quarter, other harmless text a quarter, so neither source of negatives
     /// drowns the other.
     fn window_weights(&self) -> Vec<f32> {
-        let group = |o: usize| {
-            if self.labels[o] {
-                0
-            } else if self.is_jbb[o] {
-                1
-            } else {
-                2
-            }
-        };
-        let mut n = [0f32; 3];
-        for &o in &self.owner {
-            n[group(o)] += 1.0;
-        }
-        let share = [0.5f32, 0.25, 0.25];
-        self.owner
+        let groups: Vec<usize> = self
+            .owner
             .iter()
-            .map(|&o| share[group(o)] / n[group(o)].max(1.0))
-            .collect()
+            .map(|&o| common::loss_group(self.labels[o], self.is_jbb[o]))
+            .collect();
+        common::group_weights(&groups)
     }
 
     /// Index of each response's highest-scoring window.
@@ -118,18 +122,6 @@ impl Embedded {
     }
 }
 
-/// Deterministic uniform numbers for initialisation (candle's CPU RNG cannot be seeded).
-struct SplitMix(u64);
-impl SplitMix {
-    fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 struct Trained {
     sizes: Vec<usize>,
     tensors: HashMap<String, Tensor>,
@@ -152,17 +144,9 @@ fn sigmoid_vec(logits: &Tensor) -> candle_core::Result<Vec<f32>> {
     candle_nn::ops::sigmoid(logits)?.to_vec1::<f32>()
 }
 
-/// Class-balanced logistic loss on logits `z` for targets `y` with per-example weights `w`.
-fn weighted_bce(z: &Tensor, y: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    // softplus(z) - y z, computed stably as relu(z) + log1p(exp(-|z|)) - y z.
-    let softplus = (z.relu()? + ((z.abs()?.neg()?.exp()? + 1.0)?.log()?))?;
-    let per = (softplus - (y * z)?)?;
-    (per * w)?.sum_all()? / w.sum_all()?.to_scalar::<f32>()? as f64
-}
-
 fn train_head(sizes: &[usize], train: &Embedded, val: &Embedded, args: &Args, lr: f64) -> anyhow::Result<Trained> {
     let device = Device::Cpu;
-    let mut rng = SplitMix(args.seed ^ (sizes.len() as u64) << 32);
+    let mut rng = common::SplitMix(args.seed ^ (sizes.len() as u64) << 32);
     let mut layers = Vec::new();
     for pair in sizes.windows(2) {
         let (inp, out) = (pair[0], pair[1]);
@@ -189,7 +173,7 @@ fn train_head(sizes: &[usize], train: &Embedded, val: &Embedded, args: &Args, lr
     let mut best = (f64::MIN, 0usize, HashMap::new());
     let pb = common::bar(args.epochs as u64, &format!("head {sizes:?}"));
     for epoch in 1..=args.epochs {
-        let loss = weighted_bce(&forward(&layers, &train.x)?, &y, &w)?;
+        let loss = common::weighted_bce(&forward(&layers, &train.x)?, &y, &w)?;
         opt.backward_step(&loss)?;
         pb.inc(1);
         if epoch % 10 == 0 {
@@ -236,22 +220,19 @@ fn choose_threshold(val: &Embedded, scores: &[f32], max_fpr: f64) -> f32 {
     best.1
 }
 
-fn alpaca_subset(all: Vec<Example>, per_instruction: usize, seed: u64) -> Vec<Example> {
-    let mut by_instruction: BTreeMap<String, Vec<Example>> = BTreeMap::new();
-    for e in all {
-        by_instruction.entry(e.group.clone()).or_default().push(e);
-    }
-    let mut out = Vec::new();
-    for (instruction, mut answers) in by_instruction {
-        answers.sort_by_key(|e| sha256_hex(format!("{seed}|{instruction}|{}", e.source).as_bytes()));
-        out.extend(answers.into_iter().take(per_instruction));
-    }
-    out
-}
-
-fn embed(encoder: &SentenceEncoder, examples: &[Example], what: &str) -> anyhow::Result<Embedded> {
-    let texts: Vec<&str> = examples.iter().map(|e| e.response.as_str()).collect();
-    let (x, owner) = common::embed_cached(encoder, &texts, what)?;
+fn embed(
+    encoder: &dyn TextEncoder,
+    windowing: Windowing,
+    context: ScoringContext,
+    examples: &[Example],
+    what: &str,
+) -> anyhow::Result<Embedded> {
+    let texts: Vec<String> = examples
+        .iter()
+        .map(|e| context.text(&DetectionInput::new(&e.prompt, &e.response)).into_owned())
+        .collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (x, owner) = common::embed_cached(encoder, windowing, &texts, what)?;
     Ok(Embedded {
         x,
         owner,
@@ -264,66 +245,98 @@ fn embed(encoder: &SentenceEncoder, examples: &[Example], what: &str) -> anyhow:
     })
 }
 
-fn counts(examples: &[Example]) -> serde_json::Value {
-    let pos = examples.iter().filter(|e| e.harmful).count();
-    serde_json::json!({"n": examples.len(), "harmful": pos, "harmless": examples.len() - pos})
+fn parse_context(s: &str) -> Result<ScoringContext, String> {
+    match s {
+        "response" => Ok(ScoringContext::Response),
+        "prompt-and-response" => Ok(ScoringContext::PromptAndResponse),
+        other => Err(format!("{other:?}: response or prompt-and-response")),
+    }
+}
+
+/// Reads a delta file from `finetune_encoder`, checking that it was made over the pinned base encoder.
+fn read_delta(path: &std::path::Path) -> anyhow::Result<WeightDelta> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let info: serde_json::Value = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("mllm_protector.encoder_delta"))
+        .map(|j| serde_json::from_str(j))
+        .transpose()?
+        .context("not an encoder delta (no mllm_protector.encoder_delta metadata)")?;
+    anyhow::ensure!(
+        info["base_sha256"] == pins::MINILM_WEIGHTS_SHA256,
+        "the delta was trained over another base: {}",
+        info["base_sha256"]
+    );
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+    let id = WeightDelta::identity(&tensors)?;
+    Ok(WeightDelta { tensors, id })
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let data_dir = data::data_dir()?;
     let seed = args.seed;
-    let jbb = data::load_jbb(&data_dir)?;
-    let alpaca_all = data::load_alpaca(&data_dir)?;
-    let alpaca_sub = alpaca_subset(alpaca_all.clone(), args.alpaca_per_instruction, seed);
-    let advbench = if args.no_advbench {
-        Vec::new()
+    let sets = common::TrainingSets::load_with_test_sample(
+        seed,
+        args.alpaca_per_instruction,
+        !args.no_advbench,
+        args.alpaca_test_per_instruction,
+    )?;
+    let (train, val, jbb_test, alpaca_test) = (&sets.train, &sets.val, &sets.jbb_test, &sets.alpaca_test);
+    let delta = match &args.encoder_delta {
+        Some(path) => Some(read_delta(path)?),
+        None => None,
+    };
+
+    let (encoder, windowing, identity): (Box<dyn TextEncoder>, Windowing, EncoderIdentity) = if args.llm_backbone {
+        let e = LlmBackboneEncoder::load_default().context("loading SmolLM2 (run scripts/fetch_models.sh)")?;
+        let identity = EncoderIdentity {
+            name: format!("{} (last-token hidden state)", pins::SMOLLM2_HUB_REPO),
+            kind: EncoderKind::LlmLastToken,
+            weights_sha256: pins::SMOLLM2_GGUF_SHA256.to_string(),
+            dim: e.dim(),
+            windowing: e.windowing(),
+            delta_sha256: None,
+        };
+        (Box::new(e), LLM_WINDOWING, identity)
     } else {
-        data::load_advbench_strings(&data_dir)?
-    };
-
-    let pick = |split: Split| -> Vec<Example> {
-        let mut v = in_split(jbb.clone(), split, seed);
-        v.extend(in_split(alpaca_sub.clone(), split, seed));
-        v.extend(in_split(advbench.clone(), split, seed));
-        v
-    };
-    let (train, val) = (pick(Split::Train), pick(Split::Validation));
-    let jbb_test = in_split(jbb.clone(), Split::Test, seed);
-    let alpaca_test = in_split(alpaca_all, Split::Test, seed);
-    for (name, set) in [
-        ("train", &train),
-        ("validation", &val),
-        ("jbb-test", &jbb_test),
-        ("alpaca-test", &alpaca_test),
-    ] {
-        eprintln!("{name:>12}: {}", counts(set));
-    }
-    // No group may sit in two splits.
-    for e in train.iter().chain(&val) {
-        anyhow::ensure!(split_of(&e.group, seed) != Split::Test, "leak: {}", e.group);
-    }
-
-    let weights = default_models_dir().join(pins::MINILM_DIR_NAME);
-    let encoder = SentenceEncoder::load(
-        &ModelSource::Dir(weights.clone()),
-        &Device::Cpu,
-        Default::default(),
-        Some(pins::MINILM_WEIGHTS_SHA256),
-    )
-    .with_context(|| {
-        format!(
-            "loading the encoder from {} (run scripts/fetch_models.sh)",
-            weights.display()
+        let weights = default_models_dir().join(pins::MINILM_DIR_NAME);
+        let e = SentenceEncoder::load_with_delta(
+            &ModelSource::Dir(weights.clone()),
+            &Device::Cpu,
+            Default::default(),
+            Some(pins::MINILM_WEIGHTS_SHA256),
+            delta.as_ref(),
         )
-    })?;
+        .with_context(|| {
+            format!(
+                "loading the encoder from {} (run scripts/fetch_models.sh)",
+                weights.display()
+            )
+        })?;
+        let identity = EncoderIdentity {
+            name: if delta.is_some() {
+                format!("{} (top layers fine-tuned)", pins::MINILM_HUB_REPO)
+            } else {
+                pins::MINILM_HUB_REPO.to_string()
+            },
+            kind: EncoderKind::SentenceTransformer,
+            weights_sha256: pins::MINILM_WEIGHTS_SHA256.to_string(),
+            dim: e.dim(),
+            windowing: e.windowing(),
+            delta_sha256: None, // set with the delta's tensors by `with_encoder_delta`
+        };
+        (Box::new(e), Windowing::default(), identity)
+    };
+    let encoder = encoder.as_ref();
 
-    let train_e = embed(&encoder, &train, "train")?;
-    let val_e = embed(&encoder, &val, "validation")?;
-    let jbb_e = embed(&encoder, &jbb_test, "jbb-test")?;
-    let alpaca_e = embed(&encoder, &alpaca_test, "alpaca-test")?;
+    let train_e = embed(encoder, windowing, args.context, train, "train")?;
+    let val_e = embed(encoder, windowing, args.context, val, "validation")?;
+    let jbb_e = embed(encoder, windowing, args.context, jbb_test, "jbb-test")?;
+    let alpaca_e = embed(encoder, windowing, args.context, alpaca_test, "alpaca-test")?;
 
-    let dim = 384;
+    let dim = encoder.dim();
     let candidates = [(vec![dim, 1], 3e-2), (vec![dim, 256, 1], 1e-3)];
     let mut trained = Vec::new();
     for (sizes, lr) in candidates {
@@ -373,17 +386,21 @@ fn main() -> anyhow::Result<()> {
         layer_sizes: best.sizes.clone(),
         threshold: 0.5,
         temperature: 1.0,
-        encoder: EncoderIdentity {
-            name: pins::MINILM_HUB_REPO.to_string(),
-            weights_sha256: pins::MINILM_WEIGHTS_SHA256.to_string(),
-            dim,
-            windowing: encoder.windowing(),
-        },
-        context: ScoringContext::Response,
+        logit_bias: 0.0,
+        encoder: identity,
+        context: args.context,
         categories,
         training: serde_json::Value::Null,
         metrics: serde_json::Value::Null,
     };
+    // Calibration: Platt scaling (temperature and bias) of the response logit (the worst window's), fitted on
+    // validation; monotone, so the ranking is unchanged.
+    let raw = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "trained head")?;
+    let val_logits = val_e.response_scores(&raw.logits(&val_e.x)?.to_vec1::<f32>()?);
+    let (temperature, logit_bias) = mllm_protector::eval::fit_platt(&val_logits, &val_e.labels);
+    metadata.temperature = temperature;
+    metadata.logit_bias = logit_bias;
+    eprintln!("calibration on validation: temperature {temperature:.4}, bias {logit_bias:.4}");
     let head = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "trained head")?;
     let score = |e: &Embedded| -> anyhow::Result<Vec<f32>> { Ok(e.response_scores(&head.probabilities(&e.x)?)) };
     let val_scores = score(&val_e)?;
@@ -396,6 +413,13 @@ fn main() -> anyhow::Result<()> {
         ("jbb-test", metrics(&jbb_e)?),
         ("alpaca-test", metrics(&alpaca_e)?),
     ];
+    let mut eces = BTreeMap::new();
+    for (name, e) in [("validation", &val_e), ("jbb-test", &jbb_e), ("alpaca-test", &alpaca_e)] {
+        eces.insert(
+            name,
+            mllm_protector::eval::expected_calibration_error(&score(e)?, &e.labels, 10),
+        );
+    }
     // Category accuracy on the harmful JBB test responses (category of the worst window, as at inference).
     let probs = head.probabilities(&jbb_e.x)?;
     let predicted = head.categorize(&jbb_e.x)?.unwrap_or_default();
@@ -413,18 +437,19 @@ fn main() -> anyhow::Result<()> {
         best.sizes, metadata.threshold, args.max_val_fpr
     );
     println!(
-        "{:<12} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7}",
-        "set", "n", "AUROC", "F1", "prec", "recall", "FPR"
+        "{:<12} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "set", "n", "AUROC", "F1", "prec", "recall", "FPR", "ECE"
     );
     for (name, m) in &table {
         println!(
-            "{name:<12} {:>5} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4}",
+            "{name:<12} {:>5} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4}",
             m.n,
             m.auroc.unwrap_or(f64::NAN),
             m.f1,
             m.precision,
             m.recall,
-            m.fpr
+            m.fpr,
+            eces[name]
         );
     }
     let mut metrics = serde_json::json!(
@@ -434,9 +459,22 @@ fn main() -> anyhow::Result<()> {
             .collect::<BTreeMap<_, _>>()
     );
     metrics["jbb-test-category-accuracy"] = serde_json::json!(category_accuracy);
+    metrics["ece"] = serde_json::json!(eces);
     metadata.metrics = metrics;
     metadata.training = serde_json::json!({
-        "command": "cargo run --release --example train_detector",
+        "command": format!(
+            "cargo run --release --example train_detector --{}{}{}",
+            if args.llm_backbone { " --llm-backbone" } else { "" },
+            args.encoder_delta
+                .as_ref()
+                .map(|d| format!(" --encoder-delta {}", d.display()))
+                .unwrap_or_default(),
+            if args.context == ScoringContext::PromptAndResponse {
+                " --context prompt-and-response"
+            } else {
+                ""
+            },
+        ),
         "seed": seed,
         "split": "70/15/15 by group (JBB behaviour, AlpacaEval instruction, AdvBench string), sha256(seed, group)",
         "data": {
@@ -445,14 +483,19 @@ fn main() -> anyhow::Result<()> {
             "advbench": if args.no_advbench { "not used" } else { "harmful_strings.csv as positives" },
             "xstest": "not used (evaluation only)",
         },
-        "counts": {"train": counts(&train), "validation": counts(&val)},
+        "counts": {"train": common::counts(train), "validation": common::counts(val)},
         "optimiser": "AdamW, full batch, class-balanced logistic loss, weight decay 1e-4, early stopping on JBB-validation AUROC; loss weights: harmful 1/2, JBB harmless 1/4, other harmless 1/4",
         "candidates": "logistic [384, 1] (lr 3e-2) vs MLP [384, 256, 1] (lr 1e-3); MLP kept only if JBB-validation AUROC +0.002",
         "best_epoch": best.epochs,
         "categories": "nearest centroid (cosine) of the worst window; centroids = mean first-window embedding of each JBB category's harmful training responses",
+        "calibration": "Platt scaling (temperature, bias) of the worst window's logit, fitted on validation",
+        "encoder_delta": delta.as_ref().map(|d| d.id.clone()),
         "threshold_rule": format!("highest validation F1 with FPR ≤ {} on benign (AlpacaEval) validation answers", args.max_val_fpr),
     });
-    let head = ClassifierHead::from_tensors(tensors, metadata, "trained head")?;
+    let mut head = ClassifierHead::from_tensors(tensors, metadata, "trained head")?;
+    if let Some(delta) = delta {
+        head = head.with_encoder_delta(delta);
+    }
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
     }

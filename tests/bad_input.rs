@@ -191,3 +191,39 @@ fn guard_with_the_real_detector_rejects_bad_input_and_reads_images() {
         assert!(out.harm_score.is_some_and(|s| (0.0..=1.0).contains(&s)));
     }
 }
+
+#[test]
+fn a_head_whose_encoder_delta_is_missing_or_misshapen_is_refused() {
+    let head = ClassifierHead::embedded(&Device::Cpu).unwrap();
+    let bytes = head.to_bytes().unwrap();
+    let tensors: HashMap<String, Tensor> = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(mllm_protector::detector::head::ENCODER_DELTA_PREFIX))
+        .collect();
+    // The metadata names a delta the file does not carry.
+    let mut meta = embedded_metadata();
+    meta.encoder.delta_sha256 = Some("0".repeat(64));
+    let err = ClassifierHead::from_tensors(tensors.clone(), meta.clone(), "no delta").unwrap_err();
+    assert!(matches!(err, Error::BadWeights { .. }), "{err}");
+    // A delta tensor whose shape is not the base tensor's: refused when the encoder is built.
+    let mut with_delta = tensors;
+    with_delta.insert(
+        format!(
+            "{}encoder.layer.5.output.dense.weight",
+            mllm_protector::detector::head::ENCODER_DELTA_PREFIX
+        ),
+        Tensor::zeros((3, 3), DType::F16, &Device::Cpu).unwrap(),
+    );
+    let bad = ClassifierHead::from_tensors(with_delta, meta, "bad delta").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let head_path = dir.path().join("head.safetensors");
+    std::fs::write(&head_path, bad.to_bytes().unwrap()).unwrap();
+    let config = DetectorConfig {
+        encoder: ModelSource::Dir(common::minilm_dir()),
+        head: HeadSource::File(head_path),
+        ..DetectorConfig::default()
+    };
+    let err = EmbeddingDetector::load(&config).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+}

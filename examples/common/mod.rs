@@ -6,13 +6,146 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use mllm_protector::detector::{SentenceEncoder, TextEncoder};
+use mllm_protector::detector::{TextEncoder, Windowing};
+use mllm_protector::eval::data::{self, Example, Split, in_split, split_of};
 use mllm_protector::loading::checksum::sha256_hex;
+
+/// The labelled sets every training example uses (split 70/15/15 by group; XSTest never).
+pub struct TrainingSets {
+    pub train: Vec<Example>,
+    pub val: Vec<Example>,
+    pub jbb_test: Vec<Example>,
+    pub alpaca_test: Vec<Example>,
+}
+
+impl TrainingSets {
+    /// JailbreakBench responses, `alpaca_per_instruction` AlpacaEval answers per instruction (train and validation;
+    /// the test split keeps all 12), and AdvBench harmful strings when `advbench`.
+    pub fn load(seed: u64, alpaca_per_instruction: usize, advbench: bool) -> anyhow::Result<Self> {
+        Self::load_with_test_sample(seed, alpaca_per_instruction, advbench, 12)
+    }
+
+    /// Like [`load`](Self::load), with only `alpaca_test_per_instruction` AlpacaEval test answers per instruction
+    /// (for encoders too slow to read all 1,296).
+    pub fn load_with_test_sample(
+        seed: u64,
+        alpaca_per_instruction: usize,
+        advbench: bool,
+        alpaca_test_per_instruction: usize,
+    ) -> anyhow::Result<Self> {
+        let data_dir = data::data_dir()?;
+        let jbb = data::load_jbb(&data_dir)?;
+        let alpaca_all = data::load_alpaca(&data_dir)?;
+        let alpaca_sub = alpaca_subset(alpaca_all.clone(), alpaca_per_instruction, seed);
+        let advbench = if advbench {
+            data::load_advbench_strings(&data_dir)?
+        } else {
+            Vec::new()
+        };
+        let pick = |split: Split| -> Vec<Example> {
+            let mut v = in_split(jbb.clone(), split, seed);
+            v.extend(in_split(alpaca_sub.clone(), split, seed));
+            v.extend(in_split(advbench.clone(), split, seed));
+            v
+        };
+        let sets = TrainingSets {
+            train: pick(Split::Train),
+            val: pick(Split::Validation),
+            jbb_test: in_split(jbb, Split::Test, seed),
+            alpaca_test: in_split(
+                alpaca_subset(alpaca_all, alpaca_test_per_instruction, seed),
+                Split::Test,
+                seed,
+            ),
+        };
+        for (name, set) in [
+            ("train", &sets.train),
+            ("validation", &sets.val),
+            ("jbb-test", &sets.jbb_test),
+            ("alpaca-test", &sets.alpaca_test),
+        ] {
+            eprintln!("{name:>12}: {}", counts(set));
+        }
+        // No group may sit in two splits.
+        for e in sets.train.iter().chain(&sets.val) {
+            anyhow::ensure!(split_of(&e.group, seed) != Split::Test, "leak: {}", e.group);
+        }
+        Ok(sets)
+    }
+}
+
+/// `n`, harmful and harmless counts of a set, as JSON.
+pub fn counts(examples: &[Example]) -> serde_json::Value {
+    let pos = examples.iter().filter(|e| e.harmful).count();
+    serde_json::json!({"n": examples.len(), "harmful": pos, "harmless": examples.len() - pos})
+}
+
+/// `per_instruction` of the 12 AlpacaEval answers to each instruction, picked by a seeded hash.
+pub fn alpaca_subset(all: Vec<Example>, per_instruction: usize, seed: u64) -> Vec<Example> {
+    let mut by_instruction: BTreeMap<String, Vec<Example>> = BTreeMap::new();
+    for e in all {
+        by_instruction.entry(e.group.clone()).or_default().push(e);
+    }
+    let mut out = Vec::new();
+    for (instruction, mut answers) in by_instruction {
+        answers.sort_by_key(|e| sha256_hex(format!("{seed}|{instruction}|{}", e.source).as_bytes()));
+        out.extend(answers.into_iter().take(per_instruction));
+    }
+    out
+}
+
+/// Loss group of an example: 0 harmful, 1 JailbreakBench harmless (refusals, evasions), 2 other harmless.
+pub fn loss_group(harmful: bool, is_jbb: bool) -> usize {
+    match (harmful, is_jbb) {
+        (true, _) => 0,
+        (false, true) => 1,
+        (false, false) => 2,
+    }
+}
+
+/// Loss weights over loss groups: harmful text carries half the total weight, JailbreakBench's harmless responses a
+/// quarter, other harmless text a quarter, so neither source of negatives drowns the other.
+pub fn group_weights(groups: &[usize]) -> Vec<f32> {
+    let mut n = [0f32; 3];
+    for &g in groups {
+        n[g] += 1.0;
+    }
+    let share = [0.5f32, 0.25, 0.25];
+    groups.iter().map(|&g| share[g] / n[g].max(1.0)).collect()
+}
+
+/// [`group_weights`] of a list of examples.
+pub fn loss_weights(examples: &[Example]) -> Vec<f32> {
+    let groups: Vec<usize> = examples
+        .iter()
+        .map(|e| loss_group(e.harmful, e.source.starts_with("jbb/")))
+        .collect();
+    group_weights(&groups)
+}
+
+/// Weighted mean binary cross-entropy on logits `z`, labels `y` (0/1) and weights `w`.
+pub fn weighted_bce(z: &Tensor, y: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    // log(1 + e^z) - y z, computed stably as max(z, 0) - y z + log(1 + e^{-|z|}).
+    let per = ((z.relu()? - (y * z)?)? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    (per * w)?.sum_all()? / w.sum_all()?.to_scalar::<f32>()? as f64
+}
+
+/// Deterministic uniform numbers (candle's CPU RNG cannot be seeded).
+pub struct SplitMix(pub u64);
+impl SplitMix {
+    pub fn next_f32(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
 
 pub fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
@@ -28,9 +161,14 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
 /// Embeds every window of every text (with a progress bar). Window embeddings are cached on disk per text under
 /// `.cache/embeddings/`, keyed by the encoder weights, the windowing and the text's sha256, so re-running training
 /// (another seed, another mix) only embeds what is new. Returns `(embeddings (windows, dim), owner per window)`.
-pub fn embed_cached(encoder: &SentenceEncoder, texts: &[&str], what: &str) -> anyhow::Result<(Tensor, Vec<usize>)> {
+pub fn embed_cached(
+    encoder: &dyn TextEncoder,
+    windowing: Windowing,
+    texts: &[&str],
+    what: &str,
+) -> anyhow::Result<(Tensor, Vec<usize>)> {
     // "paragraphs" names the windowing rule (fixed windows + paragraphs alone), so a rule change re-embeds.
-    let key = format!("{}{:?}paragraphs", encoder.weights_sha256(), encoder.windowing());
+    let key = format!("{}{:?}paragraphs", encoder.weights_sha256(), windowing);
     let path = PathBuf::from(".cache/embeddings").join(format!("{}.safetensors", &sha256_hex(key.as_bytes())[..16]));
     let mut cache: HashMap<String, Tensor> = candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_default();
     let hashes: Vec<String> = texts.iter().map(|t| sha256_hex(t.as_bytes())).collect();

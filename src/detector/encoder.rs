@@ -1,6 +1,7 @@
 //! Sentence encoder: candle-transformers' BERT on all-MiniLM-L6-v2, mean pooling over the attention mask, then L2
 //! normalisation (the sentence-transformers recipe), with overlapping token windows so a long response is read whole.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor};
@@ -52,6 +53,55 @@ impl Windowing {
             });
         }
         Ok(())
+    }
+}
+
+/// Fine-tuned weights stored as differences from a base model: each tensor is added to the base tensor of the same
+/// name at load. Only the tuned tensors are stored, so a model whose top layers were fine-tuned ships as a few MB over
+/// the pinned base instead of a whole copy.
+#[derive(Debug, Clone, Default)]
+pub struct WeightDelta {
+    /// Differences by the base model's tensor names (any float dtype; applied in the base's dtype).
+    pub tensors: HashMap<String, Tensor>,
+    /// A stable identity of the delta (sha256 of its tensors), recorded with the head trained over it.
+    pub id: String,
+}
+
+impl WeightDelta {
+    /// Adds every difference to `base`; a name the base lacks, or a shape that differs, is an error.
+    pub fn apply(&self, base: &mut HashMap<String, Tensor>, what: &str) -> Result<()> {
+        for (name, diff) in &self.tensors {
+            let tensor = base.get(name).ok_or_else(|| Error::BadWeights {
+                what: what.to_string(),
+                reason: format!("the weight delta names `{name}`, which the base model lacks"),
+            })?;
+            if tensor.dims() != diff.dims() {
+                return Err(Error::ShapeMismatch {
+                    what: format!("{what}: weight delta `{name}`"),
+                    expected: format!("{:?}", tensor.dims()),
+                    actual: format!("{:?}", diff.dims()),
+                });
+            }
+            let tuned = (tensor + diff.to_dtype(tensor.dtype())?.to_device(tensor.device())?)?;
+            base.insert(name.clone(), tuned);
+        }
+        Ok(())
+    }
+
+    /// The identity of a set of difference tensors: sha256 over their sorted names, shapes and f32 values.
+    pub fn identity(tensors: &HashMap<String, Tensor>) -> Result<String> {
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        let mut bytes = Vec::new();
+        for name in names {
+            let t = &tensors[name];
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(format!("{:?}", t.dims()).as_bytes());
+            for v in t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()? {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Ok(checksum::sha256_hex(&bytes))
     }
 }
 
@@ -107,10 +157,22 @@ impl SentenceEncoder {
         windowing: Windowing,
         expected_sha256: Option<&str>,
     ) -> Result<Self> {
+        Self::load_with_delta(source, device, windowing, expected_sha256, None)
+    }
+
+    /// Like [`load`](Self::load), then adds a fine-tuned [`WeightDelta`] to the base weights (the checksum is the
+    /// base's). The encoder's identity becomes `<base sha256>+<delta id>`.
+    pub fn load_with_delta(
+        source: &ModelSource,
+        device: &Device,
+        windowing: Windowing,
+        expected_sha256: Option<&str>,
+        delta: Option<&WeightDelta>,
+    ) -> Result<Self> {
         let config = source.resolve("config.json")?;
         let tokenizer = source.resolve("tokenizer.json")?;
         let weights = source.resolve("model.safetensors")?;
-        Self::from_files(&config, &tokenizer, &weights, device, windowing, expected_sha256)
+        Self::build(&config, &tokenizer, &weights, device, windowing, expected_sha256, delta)
     }
 
     /// Loads from three explicit files.
@@ -121,6 +183,26 @@ impl SentenceEncoder {
         device: &Device,
         windowing: Windowing,
         expected_sha256: Option<&str>,
+    ) -> Result<Self> {
+        Self::build(
+            config_path,
+            tokenizer_path,
+            weights_path,
+            device,
+            windowing,
+            expected_sha256,
+            None,
+        )
+    }
+
+    fn build(
+        config_path: &Path,
+        tokenizer_path: &Path,
+        weights_path: &Path,
+        device: &Device,
+        windowing: Windowing,
+        expected_sha256: Option<&str>,
+        delta: Option<&WeightDelta>,
     ) -> Result<Self> {
         let config_text = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
         let config: BertConfig = serde_json::from_str(&config_text).map_err(|e| Error::BadConfig {
@@ -144,13 +226,22 @@ impl SentenceEncoder {
         let (cls, sep, pad) = (special("[CLS]")?, special("[SEP]")?, special("[PAD]")?);
 
         let bytes = read_file(weights_path)?;
-        let weights_sha256 = checksum::sha256_hex(&bytes);
+        let mut weights_sha256 = checksum::sha256_hex(&bytes);
         if let Some(expected) = expected_sha256 {
             checksum::verify_bytes(weights_path, &bytes, expected)?;
         }
         let what = weights_path.display().to_string();
-        let vb =
-            VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(|e| Error::from_load(&what, e))?;
+        let vb = match delta {
+            None => VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)
+                .map_err(|e| Error::from_load(&what, e))?,
+            Some(delta) => {
+                let mut tensors =
+                    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::from_load(&what, e))?;
+                delta.apply(&mut tensors, &what)?;
+                weights_sha256 = format!("{weights_sha256}+{}", delta.id);
+                VarBuilder::from_tensors(tensors, DType::F32, device)
+            }
+        };
         let model = BertModel::load(vb, &config).map_err(|e| Error::from_load(&what, e))?;
         Ok(SentenceEncoder {
             model,
@@ -164,6 +255,11 @@ impl SentenceEncoder {
             batch_size: 32,
             weights_sha256,
         })
+    }
+
+    /// The tokenizer (padding and truncation off).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     /// The windowing in use.
@@ -293,11 +389,54 @@ impl TextEncoder for SentenceEncoder {
 }
 
 /// Mean over the tokens the mask keeps, then L2 normalisation (sentence-transformers' Pooling + Normalize).
-fn mean_pool_normalized(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+/// `hidden` is `(batch, tokens, dim)`, `mask` `(batch, tokens)` of 0/1.
+pub fn mean_pool_normalized(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
     let mask = mask.to_dtype(hidden.dtype())?.unsqueeze(D::Minus1)?;
     let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
     let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
     let mean = summed.broadcast_div(&counts)?;
     let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
     mean.broadcast_div(&norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_weight_delta_adds_and_rejects_unknown_names_and_shapes() {
+        let dev = Device::Cpu;
+        let mut base = HashMap::from([("a".to_string(), Tensor::new(&[1f32, 2.0], &dev).unwrap())]);
+        let delta = WeightDelta {
+            tensors: HashMap::from([(
+                "a".to_string(),
+                Tensor::new(&[0.5f32, -1.0], &dev)
+                    .unwrap()
+                    .to_dtype(DType::F16)
+                    .unwrap(),
+            )]),
+            id: "d".into(),
+        };
+        delta.apply(&mut base, "test").unwrap();
+        assert_eq!(base["a"].to_vec1::<f32>().unwrap(), vec![1.5, 1.0]);
+        let unknown = WeightDelta {
+            tensors: HashMap::from([("b".to_string(), Tensor::new(&[1f32], &dev).unwrap())]),
+            id: "u".into(),
+        };
+        assert!(matches!(
+            unknown.apply(&mut base, "test"),
+            Err(Error::BadWeights { .. })
+        ));
+        let misshapen = WeightDelta {
+            tensors: HashMap::from([("a".to_string(), Tensor::new(&[1f32, 2.0, 3.0], &dev).unwrap())]),
+            id: "m".into(),
+        };
+        assert!(matches!(
+            misshapen.apply(&mut base, "test"),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        let id = WeightDelta::identity(&delta.tensors).unwrap();
+        assert_eq!(id.len(), 64);
+        assert_ne!(id, WeightDelta::identity(&misshapen.tensors).unwrap());
+    }
 }

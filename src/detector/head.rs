@@ -9,7 +9,7 @@ use candle_nn::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::detector::category::HarmCategory;
-use crate::detector::encoder::Windowing;
+use crate::detector::encoder::{WeightDelta, Windowing};
 use crate::error::{Error, Result};
 use crate::loading::read_file;
 
@@ -18,21 +18,44 @@ pub const METADATA_KEY: &str = "mllm_protector.head";
 /// Metadata format version this crate reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The head shipped with the crate, trained by `examples/train_detector.rs` on all-MiniLM-L6-v2.
-pub(crate) static EMBEDDED_HEAD: &[u8] = include_bytes!("../../assets/minilm-harm-head.safetensors");
+/// The head shipped with the crate: trained by `examples/train_detector.rs --encoder-delta` over all-MiniLM-L6-v2
+/// whose top two layers were fine-tuned by `examples/finetune_encoder.rs`; the file carries that weight delta (f16).
+/// The frozen-encoder head it replaced stays in `assets/minilm-harm-head.safetensors` for comparison.
+pub(crate) static EMBEDDED_HEAD: &[u8] = include_bytes!("../../assets/minilm-tuned-head.safetensors");
+
+/// What kind of encoder produces a head's input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderKind {
+    /// A BERT sentence-transformer (all-MiniLM-L6-v2): mean-pooled, normalised token states.
+    #[default]
+    SentenceTransformer,
+    /// A llama GGUF LLM's last-token hidden state ([`LlmBackboneEncoder`](crate::detector::LlmBackboneEncoder)).
+    LlmLastToken,
+}
 
 /// Which encoder a head was trained on. A head is only meaningful over that encoder's embeddings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncoderIdentity {
     /// Human name, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
     pub name: String,
+    /// The encoder's kind (default: sentence-transformer).
+    #[serde(default)]
+    pub kind: EncoderKind,
     /// sha256 of the encoder's weight file.
     pub weights_sha256: String,
     /// Embedding width.
     pub dim: usize,
     /// The windowing used in training and to be used at inference.
     pub windowing: Windowing,
+    /// When the encoder was fine-tuned: the identity (sha256) of the weight delta, whose tensors are stored in the
+    /// head file under [`ENCODER_DELTA_PREFIX`] and added to the base weights (checked against `weights_sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_sha256: Option<String>,
 }
+
+/// Prefix of the encoder-delta tensors inside a head file (`encoder_delta.encoder.layer.5.output.dense.weight`, …).
+pub const ENCODER_DELTA_PREFIX: &str = "encoder_delta.";
 
 /// Everything recorded with a head: shape, operating point, provenance and measured quality.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +68,10 @@ pub struct HeadMetadata {
     pub threshold: f32,
     /// Logits are divided by this before the sigmoid (temperature scaling; 1.0 = none).
     pub temperature: f32,
+    /// Added to the scaled logit before the sigmoid (with `temperature`, Platt scaling fitted on validation data;
+    /// 0.0 = none).
+    #[serde(default)]
+    pub logit_bias: f32,
     /// The encoder the head was trained on.
     pub encoder: EncoderIdentity,
     /// Which text the head was trained to read.
@@ -63,6 +90,8 @@ pub struct HeadMetadata {
 #[derive(Debug, Clone)]
 pub struct ClassifierHead {
     layers: Vec<Linear>,
+    /// Fine-tuned encoder weights, as differences from the base (empty for a frozen encoder).
+    encoder_delta: HashMap<String, Tensor>,
     /// `(categories, dim)`, unit rows: the mean embedding of each category's harmful training responses.
     centroids: Option<Tensor>,
     metadata: HeadMetadata,
@@ -72,7 +101,7 @@ pub struct ClassifierHead {
 pub const CENTROIDS_TENSOR: &str = "categories.centroids";
 
 impl ClassifierHead {
-    /// The head embedded in the crate.
+    /// The head embedded in the crate (over the fine-tuned MiniLM; see `EMBEDDED_HEAD`).
     pub fn embedded(device: &Device) -> Result<Self> {
         Self::from_bytes(EMBEDDED_HEAD, "embedded head", device)
     }
@@ -117,7 +146,8 @@ impl ClassifierHead {
     pub fn from_tensors(mut tensors: HashMap<String, Tensor>, metadata: HeadMetadata, what: &str) -> Result<Self> {
         let sizes = &metadata.layer_sizes;
         let valid_probability = metadata.threshold.is_finite() && (0.0..=1.0).contains(&metadata.threshold);
-        let valid_temperature = metadata.temperature.is_finite() && metadata.temperature > 0.0;
+        let valid_temperature =
+            metadata.temperature.is_finite() && metadata.temperature > 0.0 && metadata.logit_bias.is_finite();
         if sizes.len() < 2 || sizes.last() != Some(&1) || !valid_probability || !valid_temperature {
             return Err(Error::BadConfig {
                 what: format!("{what} metadata"),
@@ -172,11 +202,45 @@ impl ClassifierHead {
             }
             Some(t.to_dtype(DType::F32)?)
         };
+        let delta_names: Vec<String> = tensors
+            .keys()
+            .filter(|k| k.starts_with(ENCODER_DELTA_PREFIX))
+            .cloned()
+            .collect();
+        let mut encoder_delta = HashMap::with_capacity(delta_names.len());
+        for name in delta_names {
+            if let Some(t) = tensors.remove(&name) {
+                encoder_delta.insert(name[ENCODER_DELTA_PREFIX.len()..].to_string(), t);
+            }
+        }
+        if encoder_delta.is_empty() != metadata.encoder.delta_sha256.is_none() {
+            return Err(Error::BadWeights {
+                what: what.to_string(),
+                reason: "the metadata's encoder.delta_sha256 and the encoder_delta tensors must come together".into(),
+            });
+        }
         Ok(ClassifierHead {
             layers,
+            encoder_delta,
             centroids,
             metadata,
         })
+    }
+
+    /// The fine-tuned encoder weights this head was trained over, if any.
+    pub fn encoder_delta(&self) -> Option<WeightDelta> {
+        let id = self.metadata.encoder.delta_sha256.clone()?;
+        Some(WeightDelta {
+            tensors: self.encoder_delta.clone(),
+            id,
+        })
+    }
+
+    /// Stores fine-tuned encoder weights with the head (recorded in the metadata as `delta.id`).
+    pub fn with_encoder_delta(mut self, delta: WeightDelta) -> Self {
+        self.metadata.encoder.delta_sha256 = Some(delta.id);
+        self.encoder_delta = delta.tensors;
+        self
     }
 
     /// The nearest category (cosine to the category centroids) of each embedding row; `None` when the head has no
@@ -224,9 +288,10 @@ impl ClassifierHead {
         Ok(x.squeeze(1)?)
     }
 
-    /// Calibrated harm probabilities, `sigmoid(logit / temperature)`, one per embedding row.
+    /// Calibrated harm probabilities, `sigmoid(logit / temperature + logit_bias)`, one per embedding row.
     pub fn probabilities(&self, embeddings: &Tensor) -> Result<Vec<f32>> {
-        let logits = (self.logits(embeddings)? / self.metadata.temperature as f64)?;
+        let logits =
+            ((self.logits(embeddings)? / self.metadata.temperature as f64)? + self.metadata.logit_bias as f64)?;
         Ok(candle_nn::ops::sigmoid(&logits)?.to_vec1::<f32>()?)
     }
 
@@ -241,6 +306,9 @@ impl ClassifierHead {
         }
         if let Some(c) = &self.centroids {
             named.push((CENTROIDS_TENSOR.to_string(), c.clone()));
+        }
+        for (name, t) in &self.encoder_delta {
+            named.push((format!("{ENCODER_DELTA_PREFIX}{name}"), t.clone()));
         }
         let json = serde_json::to_string(&self.metadata).map_err(|e| Error::BadConfig {
             what: "head metadata".into(),

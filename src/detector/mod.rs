@@ -7,6 +7,7 @@
 pub mod category;
 pub mod encoder;
 pub mod head;
+pub mod llm_backbone;
 pub mod refusal;
 
 use std::path::PathBuf;
@@ -15,8 +16,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use category::HarmCategory;
-pub use encoder::{SentenceEncoder, TextEncoder, WindowEmbeddings, Windowing};
-pub use head::{ClassifierHead, EncoderIdentity, HeadMetadata};
+pub use encoder::{SentenceEncoder, TextEncoder, WeightDelta, WindowEmbeddings, Windowing};
+pub use head::{ClassifierHead, EncoderIdentity, EncoderKind, HeadMetadata};
+pub use llm_backbone::LlmBackboneEncoder;
 pub use refusal::RefusalMatcher;
 
 use crate::device::DeviceChoice;
@@ -180,6 +182,9 @@ pub struct DetectorConfig {
     pub device: DeviceChoice,
     /// Check the encoder's weights against the sha256 the head was trained on.
     pub verify_checksum: bool,
+    /// The GGUF read by a head trained on an LLM backbone ([`EncoderKind::LlmLastToken`]; default: the
+    /// SmolLM2-135M-Instruct file in the models folder).
+    pub backbone: PathBuf,
 }
 
 impl Default for DetectorConfig {
@@ -189,6 +194,9 @@ impl Default for DetectorConfig {
             head: HeadSource::Embedded,
             device: DeviceChoice::Cpu,
             verify_checksum: true,
+            backbone: default_models_dir()
+                .join(pins::SMOLLM2_DIR_NAME)
+                .join(pins::SMOLLM2_GGUF_FILE),
         }
     }
 }
@@ -245,9 +253,23 @@ impl EmbeddingDetector {
         };
         let meta = head.metadata();
         let expected = config.verify_checksum.then_some(meta.encoder.weights_sha256.as_str());
-        let encoder = SentenceEncoder::load(&config.encoder, &device, meta.encoder.windowing, expected)?;
+        let encoder: Arc<dyn TextEncoder> = match meta.encoder.kind {
+            EncoderKind::SentenceTransformer => Arc::new(SentenceEncoder::load_with_delta(
+                &config.encoder,
+                &device,
+                meta.encoder.windowing,
+                expected,
+                head.encoder_delta().as_ref(),
+            )?),
+            EncoderKind::LlmLastToken => Arc::new(LlmBackboneEncoder::load(
+                &config.backbone,
+                expected,
+                &device,
+                meta.encoder.windowing,
+            )?),
+        };
         let name = format!("{} + {}-layer head", meta.encoder.name, meta.layer_sizes.len() - 1);
-        Self::new(Arc::new(encoder), head, name)
+        Self::new(encoder, head, name)
     }
 
     /// Composes an encoder and a head; their widths must agree.

@@ -89,6 +89,89 @@ pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
     Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
 }
 
+/// Expected calibration error: the examples are put in `bins` equal-width probability bins, and the gaps between
+/// each bin's mean predicted probability and its share of harmful examples are averaged, weighted by bin size.
+///
+/// ```
+/// use mllm_protector::eval::metrics::expected_calibration_error;
+/// // Predicting 0.75 where 3 of 4 are harmful is perfectly calibrated.
+/// let ece = expected_calibration_error(&[0.75; 4], &[true, true, true, false], 10);
+/// assert!(ece < 1e-9);
+/// assert!((expected_calibration_error(&[0.9, 0.9], &[false, false], 10) - 0.9).abs() < 1e-6);
+/// ```
+pub fn expected_calibration_error(probs: &[f32], labels: &[bool], bins: usize) -> f64 {
+    let bins = bins.max(1);
+    let mut sum_p = vec![0f64; bins];
+    let mut sum_y = vec![0f64; bins];
+    let mut count = vec![0usize; bins];
+    for (&p, &y) in probs.iter().zip(labels) {
+        if !p.is_finite() {
+            continue;
+        }
+        let b = ((p.clamp(0.0, 1.0) as f64 * bins as f64) as usize).min(bins - 1);
+        sum_p[b] += p as f64;
+        sum_y[b] += f64::from(u8::from(y));
+        count[b] += 1;
+    }
+    let n: usize = count.iter().sum();
+    if n == 0 {
+        return 0.0;
+    }
+    (0..bins)
+        .filter(|&b| count[b] > 0)
+        .map(|b| (sum_p[b] - sum_y[b]).abs() / n as f64)
+        .sum()
+}
+
+/// Fits Platt scaling, `p = sigmoid(a z + b)`, to logits `z` and labels by Newton's method on the log-likelihood,
+/// and returns it as `(temperature = 1/a, bias = b)`. Used on validation data to turn a classifier's scores into
+/// probabilities; `a` is kept positive so the ranking (and AUROC) is unchanged.
+///
+/// ```
+/// use mllm_protector::eval::metrics::fit_platt;
+/// // Over-confident logits (10x too large) get a temperature near 10.
+/// let z: Vec<f32> = (0..2000).map(|i| (i as f32 / 1000.0 - 1.0) * 30.0).collect();
+/// let y: Vec<bool> = (0..2000).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 < 1.0 / (1.0 + (-z[i] / 10.0).exp())).collect();
+/// let (t, b) = fit_platt(&z, &y);
+/// assert!((t - 10.0).abs() < 2.5 && b.abs() < 0.3, "{t} {b}");
+/// ```
+pub fn fit_platt(logits: &[f32], labels: &[bool]) -> (f32, f32) {
+    let (mut a, mut b) = (1.0f64, 0.0f64);
+    let data: Vec<(f64, f64)> = logits
+        .iter()
+        .zip(labels)
+        .filter(|(z, _)| z.is_finite())
+        .map(|(&z, &y)| (z as f64, f64::from(u8::from(y))))
+        .collect();
+    if data.is_empty() {
+        return (1.0, 0.0);
+    }
+    for _ in 0..100 {
+        // Gradient and Hessian of the mean negative log-likelihood, with a tiny ridge for stability.
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-6, 0.0, 1e-6);
+        for &(z, y) in &data {
+            let p = 1.0 / (1.0 + (-(a * z + b)).exp());
+            let (r, w) = (p - y, p * (1.0 - p));
+            ga += r * z;
+            gb += r;
+            haa += w * z * z;
+            hab += w * z;
+            hbb += w;
+        }
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-18 {
+            break;
+        }
+        let (da, db) = ((hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det);
+        a = (a - da).max(1e-3);
+        b -= db;
+        if da.abs() < 1e-9 && db.abs() < 1e-9 {
+            break;
+        }
+    }
+    ((1.0 / a) as f32, b as f32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
