@@ -5,8 +5,10 @@
 //! No MLLM weight is touched: the guard runs after `generate`.
 //!
 //! The [`Protector`] composes the two parts, each a trait you can swap:
-//! - [`HarmDetector`]: default [`EmbeddingDetector`] (all-MiniLM-L6-v2 on candle, a trained head, windows over
-//!   long responses); [`RefusalMatcher`] is the string baseline.
+//! - [`HarmDetector`]: default [`EmbeddingDetector`] (all-MiniLM-L6-v2 on candle with its top layers fine-tuned,
+//!   a calibrated head, windows over long responses); an LLM backbone
+//!   ([`LlmBackboneEncoder`](detector::LlmBackboneEncoder)) is the paper's design; [`RefusalMatcher`] is the
+//!   string baseline.
 //! - [`Detoxifier`]: default [`LlmDetoxifier`] (SmolLM2 rewrites the answer; every rewrite is verified) when its
 //!   model is present, else [`TemplateDetoxifier`] (a fixed refusal that never repeats the harmful text), which is
 //!   also the fallback for any rejected rewrite.

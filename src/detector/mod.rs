@@ -156,7 +156,8 @@ impl ScoringContext {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HeadSource {
-    /// The head shipped inside the crate (trained on all-MiniLM-L6-v2).
+    /// The head shipped inside the crate (over all-MiniLM-L6-v2 with its top layers fine-tuned; the file carries
+    /// the weight delta).
     #[default]
     Embedded,
     /// A head file written by `examples/train_detector.rs`.
