@@ -228,7 +228,7 @@ impl SentenceEncoder {
         let bytes = read_file(weights_path)?;
         let mut weights_sha256 = checksum::sha256_hex(&bytes);
         if let Some(expected) = expected_sha256 {
-            checksum::verify_bytes(weights_path, &bytes, expected)?;
+            checksum::verify_digest(weights_path, weights_sha256.clone(), expected)?;
         }
         let what = weights_path.display().to_string();
         let vb = match delta {

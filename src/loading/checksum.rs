@@ -29,7 +29,12 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 /// Fails with [`Error::ChecksumMismatch`] unless `bytes` (read from `path`) hash to `expected`.
 pub fn verify_bytes(path: &Path, bytes: &[u8], expected: &str) -> Result<()> {
-    let actual = sha256_hex(bytes);
+    verify_digest(path, sha256_hex(bytes), expected)
+}
+
+/// Fails with [`Error::ChecksumMismatch`] unless the already computed digest `actual` of `path` equals `expected`
+/// (for callers that keep the digest, so a large file is hashed once).
+pub fn verify_digest(path: &Path, actual: String, expected: &str) -> Result<()> {
     if actual.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {

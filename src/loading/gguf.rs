@@ -40,7 +40,7 @@ impl GgufFile {
         let bytes = read_file(path)?;
         let sha256 = checksum::sha256_hex(&bytes);
         if let Some(expected) = expected_sha256 {
-            checksum::verify_bytes(path, &bytes, expected)?;
+            checksum::verify_digest(path, sha256.clone(), expected)?;
         }
         let what = path.display().to_string();
         let mut reader = Cursor::new(bytes);
