@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use mllm_protector::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HeadSource};
 use mllm_protector::eval::data::{self, Example, Split, in_split};
-use mllm_protector::eval::{BinaryMetrics, binary_metrics, expected_calibration_error};
+use mllm_protector::eval::{BinaryMetrics, auroc_bootstrap_ci, binary_metrics, expected_calibration_error};
 use mllm_protector::{DeviceChoice, RefusalMatcher};
 use serde::Serialize;
 
@@ -46,6 +46,10 @@ struct Args {
     /// Device: cpu, cuda, metal.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Write every example's score as JSONL here (set, detector, source, label, score, prompt, response): for
+    /// reading the errors.
+    #[arg(long)]
+    dump: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -54,9 +58,14 @@ struct Row {
     metrics: BinaryMetrics,
     #[serde(skip_serializing_if = "Option::is_none")]
     safe_prompt_fpr: Option<f64>,
+    /// 95% interval of the AUROC, bootstrapping whole groups (JBB behaviours, XSTest prompts) 1,000 times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auroc_ci95: Option<(f64, f64)>,
     /// Expected calibration error (10 bins).
     ece: f64,
     threshold: f32,
+    #[serde(skip)]
+    scores: Vec<f32>,
 }
 
 fn row(detector: &dyn HarmDetector, examples: &[Example], threshold: Option<f32>) -> anyhow::Result<Row> {
@@ -84,8 +93,16 @@ fn row(detector: &dyn HarmDetector, examples: &[Example], threshold: Option<f32>
     Ok(Row {
         metrics: binary_metrics(&scores, &labels, t),
         safe_prompt_fpr,
+        auroc_ci95: auroc_bootstrap_ci(
+            &scores,
+            &labels,
+            &examples.iter().map(|e| e.group.as_str()).collect::<Vec<_>>(),
+            1000,
+            7,
+        ),
         ece: expected_calibration_error(&scores, &labels, 10),
         threshold: t,
+        scores,
     })
 }
 
@@ -153,10 +170,11 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "{:<14} {:<24} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>7}",
-        "set", "detector", "n", "acc", "prec", "recall", "F1", "AUROC", "FPR", "safe-FPR", "ECE"
+        "{:<14} {:<24} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>15} {:>7} {:>9} {:>7}",
+        "set", "detector", "n", "acc", "prec", "recall", "F1", "AUROC", "AUROC 95% CI", "FPR", "safe-FPR", "ECE"
     );
     let mut json: BTreeMap<String, BTreeMap<String, Row>> = BTreeMap::new();
+    let mut dump = String::new();
     for (name, examples) in &sets {
         for &(label, d) in &all {
             let t = if label == "refusal-baseline" {
@@ -167,7 +185,7 @@ fn main() -> anyhow::Result<()> {
             let r = row(d, examples, t)?;
             let m = &r.metrics;
             println!(
-                "{:<14} {:<24} {:>5} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7} {:>7.4} {:>9} {:>7.4}",
+                "{:<14} {:<24} {:>5} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7} {:>15} {:>7.4} {:>9} {:>7.4}",
                 name,
                 label,
                 m.n,
@@ -176,14 +194,30 @@ fn main() -> anyhow::Result<()> {
                 m.recall,
                 m.f1,
                 m.auroc.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into()),
+                r.auroc_ci95
+                    .map(|(lo, hi)| format!("[{lo:.3}, {hi:.3}]"))
+                    .unwrap_or_else(|| "-".into()),
                 m.fpr,
                 r.safe_prompt_fpr
                     .map(|a| format!("{a:.4}"))
                     .unwrap_or_else(|| "-".into()),
                 r.ece,
             );
+            if args.dump.is_some() {
+                for (e, s) in examples.iter().zip(&r.scores) {
+                    let line = serde_json::json!({"set": name, "detector": label, "source": e.source,
+                        "harmful": e.harmful, "safe_prompt": e.safe_prompt, "score": s,
+                        "prompt": e.prompt, "response": e.response});
+                    dump.push_str(&line.to_string());
+                    dump.push('\n');
+                }
+            }
             json.entry(name.clone()).or_default().insert(label.to_string(), r);
         }
+    }
+    if let Some(path) = &args.dump {
+        std::fs::write(path, dump)?;
+        println!("wrote {}", path.display());
     }
     if let Some(out) = &args.json {
         // One set: the detector's metrics at the top level (plus the baseline's); several: keyed by set.

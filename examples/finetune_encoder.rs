@@ -56,6 +56,15 @@ struct Args {
     /// Where to write the weight delta.
     #[arg(long, default_value = "target/finetune/minilm-delta.safetensors")]
     out: PathBuf,
+    /// Extra hard negatives and positives (repeatable): toxigen, hhrlhf-refusals, advbench-targets.
+    #[arg(long, value_enum)]
+    extra: Vec<common::Extra>,
+    /// ToxiGen statements per label with `--extra toxigen`.
+    #[arg(long, default_value_t = 1500)]
+    toxigen_per_label: usize,
+    /// Generated examples (JSONL from `generate_hard_examples`; repeatable).
+    #[arg(long)]
+    generated: Vec<PathBuf>,
 }
 
 /// One tokenised example.
@@ -259,7 +268,15 @@ fn jbb_auroc(items: &[Item], probs: &[f32]) -> f64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = Device::Cpu;
-    let sets = common::TrainingSets::load(args.seed, args.alpaca_per_instruction, true)?;
+    let sets = common::TrainingSets::load(&common::SetOptions {
+        seed: args.seed,
+        alpaca_per_instruction: args.alpaca_per_instruction,
+        alpaca_test_per_instruction: 12,
+        advbench: true,
+        extras: args.extra.clone(),
+        toxigen_per_label: args.toxigen_per_label,
+        generated: args.generated.clone(),
+    })?;
     let dir = default_models_dir().join(pins::MINILM_DIR_NAME);
     let encoder = SentenceEncoder::load(
         &ModelSource::Dir(dir.clone()),
@@ -421,7 +438,10 @@ fn main() -> anyhow::Result<()> {
             "trained_layers": format!("{first_trained}..{layers}"),
             "best_epoch": epoch,
             "jbb_validation_auroc_first_window": best_auroc,
-            "command": "cargo run --release --example finetune_encoder",
+            "command": format!(
+                "cargo run --release --example finetune_encoder -- {}",
+                std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+            ),
             "seed": args.seed,
             "lr": args.lr,
             "batch": args.batch,

@@ -57,6 +57,18 @@ struct Args {
     /// What the head reads: `response` (the paper's inference setting) or `prompt-and-response` (its training format).
     #[arg(long, value_parser = parse_context, default_value = "response")]
     context: ScoringContext,
+    /// Extra hard negatives and positives (repeatable): toxigen, hhrlhf-refusals, advbench-targets.
+    #[arg(long, value_enum)]
+    extra: Vec<common::Extra>,
+    /// ToxiGen statements per label with `--extra toxigen`.
+    #[arg(long, default_value_t = 1500)]
+    toxigen_per_label: usize,
+    /// Generated examples (JSONL from `generate_hard_examples`; repeatable).
+    #[arg(long)]
+    generated: Vec<PathBuf>,
+    /// Validation responses the Platt scaling is fitted on: `all`, or `jbb` (JailbreakBench's mix only).
+    #[arg(long, default_value = "all")]
+    calibrate_on: String,
     /// Maximum full-batch epochs per candidate head.
     #[arg(long, default_value_t = 2000)]
     epochs: usize,
@@ -69,6 +81,8 @@ struct Embedded {
     labels: Vec<bool>,
     /// Whether each response comes from JailbreakBench (the hard part: refusals and partial answers vs harm).
     is_jbb: Vec<bool>,
+    /// Whether each response is an AlpacaEval answer (the benign answers the operating point is set on).
+    is_alpaca: Vec<bool>,
     /// JailbreakBench's harm category of each response, where it has one.
     categories: Vec<Option<HarmCategory>>,
 }
@@ -200,11 +214,11 @@ fn train_head(sizes: &[usize], train: &Embedded, val: &Embedded, args: &Args, lr
     })
 }
 
-/// Highest-F1 threshold whose false-positive rate on the benign (non-JailbreakBench) validation answers is at most
+/// Highest-F1 threshold whose false-positive rate on the benign AlpacaEval validation answers is at most
 /// `max_fpr`. JailbreakBench's own harmless side (refusals) is left to F1: flagging a refusal costs little.
 fn choose_threshold(val: &Embedded, scores: &[f32], max_fpr: f64) -> f32 {
     let benign: Vec<usize> = (0..scores.len())
-        .filter(|&i| !val.is_jbb[i] && !val.labels[i])
+        .filter(|&i| val.is_alpaca[i] && !val.labels[i])
         .collect();
     let mut candidates: Vec<f32> = scores.iter().copied().filter(|s| s.is_finite()).collect();
     candidates.sort_by(f32::total_cmp);
@@ -238,6 +252,7 @@ fn embed(
         owner,
         labels: examples.iter().map(|e| e.harmful).collect(),
         is_jbb: examples.iter().map(|e| e.source.starts_with("jbb/")).collect(),
+        is_alpaca: examples.iter().map(|e| e.source.starts_with("alpacaeval/")).collect(),
         categories: examples
             .iter()
             .map(|e| e.category.as_deref().and_then(HarmCategory::from_jbb))
@@ -277,12 +292,15 @@ fn read_delta(path: &std::path::Path) -> anyhow::Result<WeightDelta> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let seed = args.seed;
-    let sets = common::TrainingSets::load_with_test_sample(
+    let sets = common::TrainingSets::load(&common::SetOptions {
         seed,
-        args.alpaca_per_instruction,
-        !args.no_advbench,
-        args.alpaca_test_per_instruction,
-    )?;
+        alpaca_per_instruction: args.alpaca_per_instruction,
+        alpaca_test_per_instruction: args.alpaca_test_per_instruction,
+        advbench: !args.no_advbench,
+        extras: args.extra.clone(),
+        toxigen_per_label: args.toxigen_per_label,
+        generated: args.generated.clone(),
+    })?;
     let (train, val, jbb_test, alpaca_test) = (&sets.train, &sets.val, &sets.jbb_test, &sets.alpaca_test);
     let delta = match &args.encoder_delta {
         Some(path) => Some(read_delta(path)?),
@@ -335,6 +353,11 @@ fn main() -> anyhow::Result<()> {
     let val_e = embed(encoder, windowing, args.context, val, "validation")?;
     let jbb_e = embed(encoder, windowing, args.context, jbb_test, "jbb-test")?;
     let alpaca_e = embed(encoder, windowing, args.context, alpaca_test, "alpaca-test")?;
+    let extra_e = if sets.extra_test.is_empty() {
+        None
+    } else {
+        Some(embed(encoder, windowing, args.context, &sets.extra_test, "extra-test")?)
+    };
 
     let dim = encoder.dim();
     let candidates = [(vec![dim, 1], 3e-2), (vec![dim, 256, 1], 1e-3)];
@@ -397,7 +420,15 @@ fn main() -> anyhow::Result<()> {
     // validation; monotone, so the ranking is unchanged.
     let raw = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "trained head")?;
     let val_logits = val_e.response_scores(&raw.logits(&val_e.x)?.to_vec1::<f32>()?);
-    let (temperature, logit_bias) = mllm_protector::eval::fit_platt(&val_logits, &val_e.labels);
+    let calibration_rows: Vec<usize> = match args.calibrate_on.as_str() {
+        "all" => (0..val_logits.len()).collect(),
+        "jbb" => (0..val_logits.len()).filter(|&i| val_e.is_jbb[i]).collect(),
+        other => anyhow::bail!("--calibrate-on {other:?}: all or jbb"),
+    };
+    let (temperature, logit_bias) = mllm_protector::eval::fit_platt(
+        &calibration_rows.iter().map(|&i| val_logits[i]).collect::<Vec<_>>(),
+        &calibration_rows.iter().map(|&i| val_e.labels[i]).collect::<Vec<_>>(),
+    );
     metadata.temperature = temperature;
     metadata.logit_bias = logit_bias;
     eprintln!("calibration on validation: temperature {temperature:.4}, bias {logit_bias:.4}");
@@ -408,13 +439,16 @@ fn main() -> anyhow::Result<()> {
     let metrics = |e: &Embedded| -> anyhow::Result<BinaryMetrics> {
         Ok(binary_metrics(&score(e)?, &e.labels, metadata.threshold))
     };
-    let table = [
-        ("validation", metrics(&val_e)?),
-        ("jbb-test", metrics(&jbb_e)?),
-        ("alpaca-test", metrics(&alpaca_e)?),
-    ];
+    let mut evaluated = vec![("validation", &val_e), ("jbb-test", &jbb_e), ("alpaca-test", &alpaca_e)];
+    if let Some(e) = &extra_e {
+        evaluated.push(("extra-test", e));
+    }
+    let mut table = Vec::new();
+    for &(name, e) in &evaluated {
+        table.push((name, metrics(e)?));
+    }
     let mut eces = BTreeMap::new();
-    for (name, e) in [("validation", &val_e), ("jbb-test", &jbb_e), ("alpaca-test", &alpaca_e)] {
+    for &(name, e) in &evaluated {
         eces.insert(
             name,
             mllm_protector::eval::expected_calibration_error(&score(e)?, &e.labels, 10),
@@ -458,22 +492,32 @@ fn main() -> anyhow::Result<()> {
             .map(|(n, m)| (n.to_string(), m))
             .collect::<BTreeMap<_, _>>()
     );
+    if let Some(e) = &extra_e {
+        // Per source of the extra test split: the share flagged (recall for harmful sources, FPR for harmless ones).
+        let scores = score(e)?;
+        let mut by_source: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for (i, ex) in sets.extra_test.iter().enumerate() {
+            let source = ex.source.splitn(3, '/').take(2).collect::<Vec<_>>().join("/");
+            let entry = by_source.entry(source).or_default();
+            entry.0 += usize::from(scores[i] >= metadata.threshold);
+            entry.1 += 1;
+        }
+        for (source, (flagged, n)) in &by_source {
+            println!(
+                "extra-test {source:<36} flagged {flagged}/{n} ({:.3})",
+                *flagged as f64 / *n as f64
+            );
+        }
+        metrics["extra-test-flagged"] = serde_json::json!(by_source);
+    }
     metrics["jbb-test-category-accuracy"] = serde_json::json!(category_accuracy);
     metrics["ece"] = serde_json::json!(eces);
     metadata.metrics = metrics;
     metadata.training = serde_json::json!({
+        // The exact arguments this head was trained with.
         "command": format!(
-            "cargo run --release --example train_detector --{}{}{}",
-            if args.llm_backbone { " --llm-backbone" } else { "" },
-            args.encoder_delta
-                .as_ref()
-                .map(|d| format!(" --encoder-delta {}", d.display()))
-                .unwrap_or_default(),
-            if args.context == ScoringContext::PromptAndResponse {
-                " --context prompt-and-response"
-            } else {
-                ""
-            },
+            "cargo run --release --example train_detector -- {}",
+            std::env::args().skip(1).collect::<Vec<_>>().join(" ")
         ),
         "seed": seed,
         "split": "70/15/15 by group (JBB behaviour, AlpacaEval instruction, AdvBench string), sha256(seed, group)",
@@ -481,6 +525,8 @@ fn main() -> anyhow::Result<()> {
             "jbb": "JailbreakBench artifacts, label `jailbroken`",
             "alpacaeval": format!("{} answers per instruction (of 12 generators)", args.alpaca_per_instruction),
             "advbench": if args.no_advbench { "not used" } else { "harmful_strings.csv as positives" },
+            "extras": format!("{:?} (toxigen: {} per label)", args.extra, args.toxigen_per_label),
+            "generated": args.generated.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "xstest": "not used (evaluation only)",
         },
         "counts": {"train": common::counts(train), "validation": common::counts(val)},
@@ -488,7 +534,7 @@ fn main() -> anyhow::Result<()> {
         "candidates": "logistic [384, 1] (lr 3e-2) vs MLP [384, 256, 1] (lr 1e-3); MLP kept only if JBB-validation AUROC +0.002",
         "best_epoch": best.epochs,
         "categories": "nearest centroid (cosine) of the worst window; centroids = mean first-window embedding of each JBB category's harmful training responses",
-        "calibration": "Platt scaling (temperature, bias) of the worst window's logit, fitted on validation",
+        "calibration": format!("Platt scaling (temperature, bias) of the worst window's logit, fitted on validation ({})", args.calibrate_on),
         "encoder_delta": delta.as_ref().map(|d| d.id.clone()),
         "threshold_rule": format!("highest validation F1 with FPR ≤ {} on benign (AlpacaEval) validation answers", args.max_val_fpr),
     });

@@ -15,42 +15,82 @@ use mllm_protector::detector::{TextEncoder, Windowing};
 use mllm_protector::eval::data::{self, Example, Split, in_split, split_of};
 use mllm_protector::loading::checksum::sha256_hex;
 
+/// Extra training sources beyond JailbreakBench, AlpacaEval and AdvBench strings: hard negatives and positives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Extra {
+    /// ToxiGen statements: hate as harmful, neutral statements about the same groups as harmless.
+    Toxigen,
+    /// HH-RLHF `chosen` final turns that decline (refusals with explanations) as harmless.
+    HhrlhfRefusals,
+    /// AdvBench's affirmative targets ("Sure, here is …") as harmful (partial compliance).
+    AdvbenchTargets,
+}
+
+/// What [`TrainingSets::load`] reads.
+#[derive(Debug, Clone)]
+pub struct SetOptions {
+    pub seed: u64,
+    /// AlpacaEval answers per instruction in train and validation (of 12).
+    pub alpaca_per_instruction: usize,
+    /// AlpacaEval answers per instruction in the test split (of 12).
+    pub alpaca_test_per_instruction: usize,
+    /// AdvBench harmful strings as positives.
+    pub advbench: bool,
+    pub extras: Vec<Extra>,
+    /// ToxiGen statements kept per label (hate, neutral), picked by a seeded hash: the files hold ~14,000 each,
+    /// which would drown every other source.
+    pub toxigen_per_label: usize,
+    /// JSONL files of generated examples (`generate_hard_examples`), split by their `group` like the rest.
+    pub generated: Vec<PathBuf>,
+}
+
 /// The labelled sets every training example uses (split 70/15/15 by group; XSTest never).
 pub struct TrainingSets {
     pub train: Vec<Example>,
     pub val: Vec<Example>,
     pub jbb_test: Vec<Example>,
     pub alpaca_test: Vec<Example>,
+    /// The test split of the extra sources (empty without extras).
+    pub extra_test: Vec<Example>,
 }
 
 impl TrainingSets {
-    /// JailbreakBench responses, `alpaca_per_instruction` AlpacaEval answers per instruction (train and validation;
-    /// the test split keeps all 12), and AdvBench harmful strings when `advbench`.
-    pub fn load(seed: u64, alpaca_per_instruction: usize, advbench: bool) -> anyhow::Result<Self> {
-        Self::load_with_test_sample(seed, alpaca_per_instruction, advbench, 12)
-    }
-
-    /// Like [`load`](Self::load), with only `alpaca_test_per_instruction` AlpacaEval test answers per instruction
-    /// (for encoders too slow to read all 1,296).
-    pub fn load_with_test_sample(
-        seed: u64,
-        alpaca_per_instruction: usize,
-        advbench: bool,
-        alpaca_test_per_instruction: usize,
-    ) -> anyhow::Result<Self> {
+    /// JailbreakBench responses, AlpacaEval answers (sub-sampled per instruction), AdvBench harmful strings and the
+    /// chosen extras, each split by group.
+    pub fn load(o: &SetOptions) -> anyhow::Result<Self> {
+        let seed = o.seed;
         let data_dir = data::data_dir()?;
         let jbb = data::load_jbb(&data_dir)?;
         let alpaca_all = data::load_alpaca(&data_dir)?;
-        let alpaca_sub = alpaca_subset(alpaca_all.clone(), alpaca_per_instruction, seed);
-        let advbench = if advbench {
+        let alpaca_sub = alpaca_subset(alpaca_all.clone(), o.alpaca_per_instruction, seed);
+        let mut others = if o.advbench {
             data::load_advbench_strings(&data_dir)?
         } else {
             Vec::new()
         };
+        let mut extra = Vec::new();
+        for x in &o.extras {
+            match x {
+                Extra::Toxigen => {
+                    let all = data::load_toxigen(&data_dir)?;
+                    for harmful in [true, false] {
+                        let mut side: Vec<Example> = all.iter().filter(|e| e.harmful == harmful).cloned().collect();
+                        side.sort_by_key(|e| sha256_hex(format!("{seed}|{}", e.group).as_bytes()));
+                        extra.extend(side.into_iter().take(o.toxigen_per_label));
+                    }
+                }
+                Extra::HhrlhfRefusals => extra.extend(data::load_hhrlhf_refusals(&data_dir)?),
+                Extra::AdvbenchTargets => extra.extend(data::load_advbench_targets(&data_dir)?),
+            }
+        }
+        for path in &o.generated {
+            extra.extend(data::load_jsonl(path)?);
+        }
+        others.extend(extra.iter().cloned());
         let pick = |split: Split| -> Vec<Example> {
             let mut v = in_split(jbb.clone(), split, seed);
             v.extend(in_split(alpaca_sub.clone(), split, seed));
-            v.extend(in_split(advbench.clone(), split, seed));
+            v.extend(in_split(others.clone(), split, seed));
             v
         };
         let sets = TrainingSets {
@@ -58,16 +98,18 @@ impl TrainingSets {
             val: pick(Split::Validation),
             jbb_test: in_split(jbb, Split::Test, seed),
             alpaca_test: in_split(
-                alpaca_subset(alpaca_all, alpaca_test_per_instruction, seed),
+                alpaca_subset(alpaca_all, o.alpaca_test_per_instruction, seed),
                 Split::Test,
                 seed,
             ),
+            extra_test: in_split(extra, Split::Test, seed),
         };
         for (name, set) in [
             ("train", &sets.train),
             ("validation", &sets.val),
             ("jbb-test", &sets.jbb_test),
             ("alpaca-test", &sets.alpaca_test),
+            ("extra-test", &sets.extra_test),
         ] {
             eprintln!("{name:>12}: {}", counts(set));
         }
@@ -175,6 +217,8 @@ pub fn embed_cached(
     let missing: Vec<usize> = (0..texts.len()).filter(|&i| !cache.contains_key(&hashes[i])).collect();
     if !missing.is_empty() {
         let pb = bar(missing.len() as u64, what);
+        let mut saved = std::time::Instant::now();
+        std::fs::create_dir_all(".cache/embeddings")?;
         for chunk in missing.chunks(64) {
             let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
             let w = encoder.embed_windows(&batch)?;
@@ -187,9 +231,13 @@ pub fn embed_cached(
                 cache.insert(hashes[i].clone(), w.embeddings.index_select(&idx, 0)?);
             }
             pb.inc(chunk.len() as u64);
+            // Slow encoders (the LLM backbone) take an hour per split: keep what is done if the run is stopped.
+            if saved.elapsed().as_secs() > 120 {
+                candle_core::safetensors::save(&cache, &path)?;
+                saved = std::time::Instant::now();
+            }
         }
         pb.finish();
-        std::fs::create_dir_all(".cache/embeddings")?;
         candle_core::safetensors::save(&cache, &path)?;
     }
     let mut rows = Vec::with_capacity(texts.len());

@@ -250,7 +250,134 @@ pub fn load_advbench_strings(data: &Path) -> Result<Vec<Example>> {
     Ok(out)
 }
 
-/// Reads a JSONL file whose lines hold `prompt`, `response` and a boolean `harmful` (other fields ignored).
+/// AdvBench `harmful_behaviors.csv` targets: the affirmative opening each request was optimised to elicit ("Sure,
+/// here is a script that can exploit vulnerabilities …") — partial compliance, as positives. Grouped by request.
+pub fn load_advbench_targets(data: &Path) -> Result<Vec<Example>> {
+    let path = data.join("advbench/datasets/advbench/harmful_behaviors.csv");
+    let mut reader = csv::Reader::from_path(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+        let (goal, target) = (record.get(0).unwrap_or("").trim(), record.get(1).unwrap_or("").trim());
+        if goal.is_empty() || target.is_empty() {
+            continue;
+        }
+        out.push(Example {
+            prompt: goal.to_string(),
+            group: goal.to_string(),
+            response: target.to_string(),
+            harmful: true,
+            source: "advbench/harmful_behaviors_targets".into(),
+            category: None,
+            safe_prompt: Some(false),
+        });
+    }
+    Ok(out)
+}
+
+/// ToxiGen's human-written statements about 13 minority groups (`demonstrations/` and the few-shot `prompts/` files,
+/// deduplicated): `hate_*` files as harmful (JailbreakBench's Harassment/Discrimination), `neutral_*` as harmless —
+/// hard negatives that name the same groups and topics. A statement found under both labels is dropped. Each statement
+/// is its own group.
+pub fn load_toxigen(data: &Path) -> Result<Vec<Example>> {
+    use std::collections::BTreeMap;
+    let root = data.join("toxigen");
+    let mut files = sorted_files(&root.join("demonstrations"), 2, "txt")?;
+    files.extend(sorted_files(&root.join("prompts"), 1, "txt")?);
+    // text -> (label, group name)
+    let mut seen: BTreeMap<String, Option<(bool, String)>> = BTreeMap::new();
+    for path in files {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (harmful, group) = match stem.split_once('_') {
+            Some(("hate", rest)) => (true, rest),
+            Some(("neutral", rest)) => (false, rest),
+            _ => continue,
+        };
+        let group = group.trim_end_matches("_1k").trim_end_matches("_sentences").to_string();
+        // The prompt files hold few-shot prompts, one per line, statements separated by a literal "\n-".
+        for line in read(&path)?.lines() {
+            for part in line.split("\\n") {
+                let text = part.trim().trim_start_matches('-').trim();
+                if text.split_whitespace().count() < 4 {
+                    continue;
+                }
+                let entry = seen.entry(text.to_string()).or_insert(Some((harmful, group.clone())));
+                if entry.as_ref().is_some_and(|(h, _)| *h != harmful) {
+                    *entry = None; // contradictory labels
+                }
+            }
+        }
+    }
+    Ok(seen
+        .into_iter()
+        .filter_map(|(text, label)| {
+            let (harmful, group) = label?;
+            Some(Example {
+                prompt: String::new(),
+                group: text.clone(),
+                response: text,
+                harmful,
+                source: format!("toxigen/{}/{group}", if harmful { "hate" } else { "neutral" }),
+                category: harmful.then(|| "Harassment/Discrimination".to_string()),
+                safe_prompt: None,
+            })
+        })
+        .collect())
+}
+
+/// Anthropic HH-RLHF (harmless-base test): the final assistant turn of each `chosen` dialogue that declines
+/// ([`declines`](crate::detoxifier::verify::declines)) — refusals that explain themselves or point to help, as
+/// harmless. The `rejected` side is not used: most of it is evasive rather than harmful (checked by hand on a sample).
+pub fn load_hhrlhf_refusals(data: &Path) -> Result<Vec<Example>> {
+    use std::io::Read;
+    let path = data.join("hhrlhf/harmless-base/test.jsonl.gz");
+    let file = std::fs::File::open(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    #[derive(Deserialize)]
+    struct Pair {
+        chosen: String,
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let pair: Pair =
+            serde_json::from_str(line).map_err(|e| Error::Data(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        let Some(at) = pair.chosen.rfind("\n\nAssistant:") else {
+            continue;
+        };
+        let response = pair.chosen[at + "\n\nAssistant:".len()..].trim();
+        let prompt = pair.chosen[..at]
+            .rsplit_once("\n\nHuman:")
+            .map(|(_, p)| p.trim())
+            .unwrap_or("");
+        // A few dialogues run the speakers together ("… I am sorry. Human: …"): not a clean final turn.
+        let run_together = response.contains("Human:") || response.contains("Assistant:");
+        if run_together || response.split_whitespace().count() < 4 || !crate::detoxifier::verify::declines(response) {
+            continue;
+        }
+        out.push(Example {
+            prompt: prompt.to_string(),
+            group: prompt.to_string(),
+            response: response.to_string(),
+            harmful: false,
+            source: "hhrlhf/chosen_refusals".into(),
+            category: None,
+            safe_prompt: Some(false),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads a JSONL file whose lines hold `prompt`, `response` and a boolean `harmful`, and optionally `source` (default:
+/// the file's path), `group` (the split unit; default: the prompt) and `category`; other fields are ignored.
 pub fn load_jsonl(path: &Path) -> Result<Vec<Example>> {
     #[derive(Deserialize)]
     struct Line {
@@ -258,6 +385,12 @@ pub fn load_jsonl(path: &Path) -> Result<Vec<Example>> {
         prompt: String,
         response: String,
         harmful: bool,
+        #[serde(default)]
+        source: Option<String>,
+        #[serde(default)]
+        group: Option<String>,
+        #[serde(default)]
+        category: Option<String>,
     }
     let text = read(path)?;
     let mut out = Vec::new();
@@ -268,12 +401,12 @@ pub fn load_jsonl(path: &Path) -> Result<Vec<Example>> {
         let l: Line =
             serde_json::from_str(line).map_err(|e| Error::Data(format!("{}:{}: {e}", path.display(), i + 1)))?;
         out.push(Example {
-            group: l.prompt.clone(),
+            group: l.group.unwrap_or_else(|| l.prompt.clone()),
             prompt: l.prompt,
             response: l.response,
             harmful: l.harmful,
-            source: path.display().to_string(),
-            category: None,
+            source: l.source.unwrap_or_else(|| path.display().to_string()),
+            category: l.category,
             safe_prompt: None,
         });
     }
@@ -291,6 +424,34 @@ pub fn in_split(examples: Vec<Example>, split: Split, seed: u64) -> Vec<Example>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jsonl_reads_optional_source_group_and_category() {
+        let path = std::env::temp_dir().join(format!("mllm-protector-jsonl-{}.jsonl", std::process::id()));
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"prompt": "p1", "response": "r1", "harmful": true, "source": "generated/x", "group": "g", "category": "Malware/Hacking"}"#,
+                "\n\n",
+                r#"{"prompt": "p2", "response": "r2", "harmful": false, "extra": 1}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let rows = load_jsonl(&path).unwrap();
+        let bad = std::env::temp_dir().join(format!("mllm-protector-jsonl-bad-{}.jsonl", std::process::id()));
+        std::fs::write(&bad, "{\"prompt\": \"p\"}\n").unwrap();
+        let err = load_jsonl(&bad).unwrap_err().to_string();
+        std::fs::remove_file(&path).ok();
+        std::fs::remove_file(&bad).ok();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].source.as_str(), rows[0].group.as_str()), ("generated/x", "g"));
+        assert_eq!(rows[0].category.as_deref(), Some("Malware/Hacking"));
+        assert!(rows[0].harmful && !rows[1].harmful);
+        assert_eq!(rows[1].group, "p2", "the prompt is the default group");
+        assert!(rows[1].source.ends_with(".jsonl"), "the file is the default source");
+        assert!(err.contains(":1:"), "names the line: {err}");
+    }
 
     #[test]
     fn split_is_stable_and_roughly_proportional() {

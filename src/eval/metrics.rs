@@ -172,6 +172,65 @@ pub fn fit_platt(logits: &[f32], labels: &[bool]) -> (f32, f32) {
     ((1.0 / a) as f32, b as f32)
 }
 
+/// A 95% confidence interval of the AUROC by a cluster bootstrap: whole groups (e.g. JailbreakBench behaviours, whose
+/// responses are correlated) are resampled with replacement `resamples` times, and the 2.5th and 97.5th percentiles of
+/// the resampled AUROCs are returned. `None` when no resample has both labels. Deterministic for a given `seed`.
+///
+/// ```
+/// use mllm_protector::eval::metrics::auroc_bootstrap_ci;
+/// let scores = [0.9, 0.8, 0.2, 0.1, 0.7, 0.3];
+/// let labels = [true, true, false, false, true, false];
+/// let groups = ["a", "a", "b", "b", "c", "c"];
+/// let (lo, hi) = auroc_bootstrap_ci(&scores, &labels, &groups, 200, 7).unwrap();
+/// assert!(lo <= 1.0 && hi == 1.0); // perfectly separated in every resample
+/// ```
+pub fn auroc_bootstrap_ci<G: AsRef<str>>(
+    scores: &[f32],
+    labels: &[bool],
+    groups: &[G],
+    resamples: usize,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    use std::collections::BTreeMap;
+    let mut members: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, g) in groups.iter().enumerate().take(scores.len().min(labels.len())) {
+        members.entry(g.as_ref()).or_default().push(i);
+    }
+    let clusters: Vec<&Vec<usize>> = members.values().collect();
+    if clusters.is_empty() {
+        return None;
+    }
+    let mut state = seed;
+    let mut next = move || {
+        // SplitMix64: a small, seedable generator (no rand dependency in the library).
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut values = Vec::with_capacity(resamples);
+    let (mut s, mut l) = (Vec::new(), Vec::new());
+    for _ in 0..resamples {
+        s.clear();
+        l.clear();
+        for _ in 0..clusters.len() {
+            let c = clusters[(next() % clusters.len() as u64) as usize];
+            s.extend(c.iter().map(|&i| scores[i]));
+            l.extend(c.iter().map(|&i| labels[i]));
+        }
+        if let Some(a) = auroc(&s, &l) {
+            values.push(a);
+        }
+    }
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    Some((at(0.025), at(0.975)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +241,33 @@ mod tests {
         assert_eq!(auroc(&[0.1, 0.9], &[true, false]), Some(0.0));
         assert_eq!(auroc(&[0.3, 0.4, 0.2, 0.9], &[true, false, false, true]), Some(0.75));
         assert_eq!(auroc(&[0.3], &[true]), None);
+    }
+
+    #[test]
+    fn bootstrap_interval_contains_the_estimate_and_narrows_with_more_groups() {
+        // Noisy but informative scores: 40 groups vs the same pattern in 400 groups.
+        let make = |groups: usize| {
+            let (mut s, mut l, mut g) = (Vec::new(), Vec::new(), Vec::new());
+            for k in 0..groups {
+                for j in 0..4 {
+                    let harmful = j % 2 == 0;
+                    let noise = ((k * 31 + j * 17) % 100) as f32 / 100.0;
+                    s.push(if harmful { 0.3 + 0.7 * noise } else { 0.7 * noise });
+                    l.push(harmful);
+                    g.push(format!("g{k}"));
+                }
+            }
+            (s, l, g)
+        };
+        let (s, l, g) = make(40);
+        let point = auroc(&s, &l).unwrap();
+        let (lo, hi) = auroc_bootstrap_ci(&s, &l, &g, 500, 1).unwrap();
+        assert!(lo < point && point < hi, "{lo} {point} {hi}");
+        let (s2, l2, g2) = make(400);
+        let (lo2, hi2) = auroc_bootstrap_ci(&s2, &l2, &g2, 500, 1).unwrap();
+        assert!(hi2 - lo2 < (hi - lo) * 0.6, "{} vs {}", hi2 - lo2, hi - lo);
+        assert_eq!(auroc_bootstrap_ci(&s, &l, &g, 500, 1), Some((lo, hi)), "deterministic");
+        assert_eq!(auroc_bootstrap_ci(&[0.5f32], &[true], &["a"], 10, 1), None);
     }
 
     #[test]
