@@ -198,6 +198,7 @@ fn main() -> anyhow::Result<()> {
             "source": format!("generated/{model_name}/{source}"),
         });
         writeln!(out, "{line}")?;
+        out.flush()?; // whole lines only: a stopped run leaves a valid, shorter file
     }
     pb.finish_and_clear();
     out.flush()?;
