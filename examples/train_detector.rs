@@ -3,7 +3,9 @@
 //!
 //! Data (`$MLLM_PROTECTOR_DATA`, default `../shared/data`): JailbreakBench responses (label `jailbroken`), AlpacaEval
 //! benign answers, AdvBench harmful strings; split 70/15/15 by behaviour / instruction / string so nothing is in two
-//! splits. XSTest is never used here (evaluation only).
+//! splits. XSTest is never used here (evaluation only). Optional hard negatives and positives: `--extra toxigen
+//! --extra hhrlhf-refusals --extra advbench-targets` (from the same folder) and `--generated FILE` (JSONL from
+//! `generate_hard_examples`); their test split is reported per source.
 //!
 //!     cargo run --release --example train_detector -- [--seed 42] [--out FILE]
 

@@ -37,8 +37,8 @@ pub struct SetOptions {
     /// AdvBench harmful strings as positives.
     pub advbench: bool,
     pub extras: Vec<Extra>,
-    /// ToxiGen statements kept per label (hate, neutral), picked by a seeded hash: the files hold ~14,000 each,
-    /// which would drown every other source.
+    /// ToxiGen statements kept at most per label (hate, neutral), picked by a seeded hash (the deduplicated files hold
+    /// about 500 per label, so the default 1,500 keeps them all; lower it to weigh ToxiGen less).
     pub toxigen_per_label: usize,
     /// JSONL files of generated examples (`generate_hard_examples`), split by their `group` like the rest.
     pub generated: Vec<PathBuf>,
