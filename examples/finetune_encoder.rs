@@ -56,15 +56,8 @@ struct Args {
     /// Where to write the weight delta.
     #[arg(long, default_value = "target/finetune/minilm-delta.safetensors")]
     out: PathBuf,
-    /// Extra hard negatives and positives (repeatable): toxigen, hhrlhf-refusals, advbench-targets.
-    #[arg(long, value_enum)]
-    extra: Vec<common::Extra>,
-    /// ToxiGen statements per label with `--extra toxigen`.
-    #[arg(long, default_value_t = 1500)]
-    toxigen_per_label: usize,
-    /// Generated examples (JSONL from `generate_hard_examples`; repeatable).
-    #[arg(long)]
-    generated: Vec<PathBuf>,
+    #[command(flatten)]
+    data: common::ExtraData,
 }
 
 /// One tokenised example.
@@ -273,9 +266,7 @@ fn main() -> anyhow::Result<()> {
         alpaca_per_instruction: args.alpaca_per_instruction,
         alpaca_test_per_instruction: 12,
         advbench: true,
-        extras: args.extra.clone(),
-        toxigen_per_label: args.toxigen_per_label,
-        generated: args.generated.clone(),
+        extra: args.data.clone(),
     })?;
     let dir = default_models_dir().join(pins::MINILM_DIR_NAME);
     let encoder = SentenceEncoder::load(

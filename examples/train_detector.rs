@@ -25,8 +25,8 @@ use mllm_protector::detector::{
     ClassifierHead, EncoderIdentity, EncoderKind, HarmCategory, HeadMetadata, LlmBackboneEncoder, ScoringContext,
     SentenceEncoder, TextEncoder, WeightDelta, Windowing,
 };
+use mllm_protector::eval::binary_metrics;
 use mllm_protector::eval::data::Example;
-use mllm_protector::eval::{BinaryMetrics, binary_metrics};
 use mllm_protector::loading::{ModelSource, default_models_dir, pins};
 
 #[derive(Parser, Debug)]
@@ -59,15 +59,8 @@ struct Args {
     /// What the head reads: `response` (the paper's inference setting) or `prompt-and-response` (its training format).
     #[arg(long, value_parser = parse_context, default_value = "response")]
     context: ScoringContext,
-    /// Extra hard negatives and positives (repeatable): toxigen, hhrlhf-refusals, advbench-targets.
-    #[arg(long, value_enum)]
-    extra: Vec<common::Extra>,
-    /// ToxiGen statements per label with `--extra toxigen`.
-    #[arg(long, default_value_t = 1500)]
-    toxigen_per_label: usize,
-    /// Generated examples (JSONL from `generate_hard_examples`; repeatable).
-    #[arg(long)]
-    generated: Vec<PathBuf>,
+    #[command(flatten)]
+    data: common::ExtraData,
     /// Validation responses the Platt scaling is fitted on: `all`, or `jbb` (JailbreakBench's mix only).
     #[arg(long, default_value = "all")]
     calibrate_on: String,
@@ -299,9 +292,7 @@ fn main() -> anyhow::Result<()> {
         alpaca_per_instruction: args.alpaca_per_instruction,
         alpaca_test_per_instruction: args.alpaca_test_per_instruction,
         advbench: !args.no_advbench,
-        extras: args.extra.clone(),
-        toxigen_per_label: args.toxigen_per_label,
-        generated: args.generated.clone(),
+        extra: args.data.clone(),
     })?;
     let (train, val, jbb_test, alpaca_test) = (&sets.train, &sets.val, &sets.jbb_test, &sets.alpaca_test);
     let delta = match &args.encoder_delta {
@@ -438,23 +429,26 @@ fn main() -> anyhow::Result<()> {
     let score = |e: &Embedded| -> anyhow::Result<Vec<f32>> { Ok(e.response_scores(&head.probabilities(&e.x)?)) };
     let val_scores = score(&val_e)?;
     metadata.threshold = choose_threshold(&val_e, &val_scores, args.max_val_fpr);
-    let metrics = |e: &Embedded| -> anyhow::Result<BinaryMetrics> {
-        Ok(binary_metrics(&score(e)?, &e.labels, metadata.threshold))
-    };
     let mut evaluated = vec![("validation", &val_e), ("jbb-test", &jbb_e), ("alpaca-test", &alpaca_e)];
     if let Some(e) = &extra_e {
         evaluated.push(("extra-test", e));
     }
+    // Each set scored once: its metrics at the threshold and its calibration error.
     let mut table = Vec::new();
-    for &(name, e) in &evaluated {
-        table.push((name, metrics(e)?));
-    }
     let mut eces = BTreeMap::new();
+    let mut set_scores = BTreeMap::new();
     for &(name, e) in &evaluated {
+        let s = if name == "validation" {
+            val_scores.clone()
+        } else {
+            score(e)?
+        };
+        table.push((name, binary_metrics(&s, &e.labels, metadata.threshold)));
         eces.insert(
             name,
-            mllm_protector::eval::expected_calibration_error(&score(e)?, &e.labels, 10),
+            mllm_protector::eval::expected_calibration_error(&s, &e.labels, 10),
         );
+        set_scores.insert(name, s);
     }
     // Category accuracy on the harmful JBB test responses (category of the worst window, as at inference).
     let probs = head.probabilities(&jbb_e.x)?;
@@ -494,9 +488,8 @@ fn main() -> anyhow::Result<()> {
             .map(|(n, m)| (n.to_string(), m))
             .collect::<BTreeMap<_, _>>()
     );
-    if let Some(e) = &extra_e {
+    if let Some(scores) = set_scores.get("extra-test") {
         // Per source of the extra test split: the share flagged (recall for harmful sources, FPR for harmless ones).
-        let scores = score(e)?;
         let mut by_source: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for (i, ex) in sets.extra_test.iter().enumerate() {
             let source = ex.source.splitn(3, '/').take(2).collect::<Vec<_>>().join("/");
@@ -527,8 +520,8 @@ fn main() -> anyhow::Result<()> {
             "jbb": "JailbreakBench artifacts, label `jailbroken`",
             "alpacaeval": format!("{} answers per instruction (of 12 generators)", args.alpaca_per_instruction),
             "advbench": if args.no_advbench { "not used" } else { "harmful_strings.csv as positives" },
-            "extras": format!("{:?} (toxigen: {} per label)", args.extra, args.toxigen_per_label),
-            "generated": args.generated.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "extras": format!("{:?} (toxigen: {} per label)", args.data.extra, args.data.toxigen_per_label),
+            "generated": args.data.generated.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "xstest": "not used (evaluation only)",
         },
         "counts": {"train": common::counts(train), "validation": common::counts(val)},

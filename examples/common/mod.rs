@@ -26,6 +26,21 @@ pub enum Extra {
     AdvbenchTargets,
 }
 
+/// The optional hard-example sources, as command-line flags shared by `train_detector` and `finetune_encoder`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ExtraData {
+    /// Extra hard negatives and positives (repeatable): toxigen, hhrlhf-refusals, advbench-targets.
+    #[arg(long, value_enum)]
+    pub extra: Vec<Extra>,
+    /// ToxiGen statements kept at most per label (hate, neutral), picked by a seeded hash (the deduplicated files
+    /// hold about 500 per label, so the default 1,500 keeps them all; lower it to weigh ToxiGen less).
+    #[arg(long, default_value_t = 1500)]
+    pub toxigen_per_label: usize,
+    /// Generated examples (JSONL from `generate_hard_examples`; repeatable), split by their `group` like the rest.
+    #[arg(long)]
+    pub generated: Vec<PathBuf>,
+}
+
 /// What [`TrainingSets::load`] reads.
 #[derive(Debug, Clone)]
 pub struct SetOptions {
@@ -36,12 +51,7 @@ pub struct SetOptions {
     pub alpaca_test_per_instruction: usize,
     /// AdvBench harmful strings as positives.
     pub advbench: bool,
-    pub extras: Vec<Extra>,
-    /// ToxiGen statements kept at most per label (hate, neutral), picked by a seeded hash (the deduplicated files hold
-    /// about 500 per label, so the default 1,500 keeps them all; lower it to weigh ToxiGen less).
-    pub toxigen_per_label: usize,
-    /// JSONL files of generated examples (`generate_hard_examples`), split by their `group` like the rest.
-    pub generated: Vec<PathBuf>,
+    pub extra: ExtraData,
 }
 
 /// The labelled sets every training example uses (split 70/15/15 by group; XSTest never).
@@ -69,21 +79,21 @@ impl TrainingSets {
             Vec::new()
         };
         let mut extra = Vec::new();
-        for x in &o.extras {
+        for x in &o.extra.extra {
             match x {
                 Extra::Toxigen => {
                     let all = data::load_toxigen(&data_dir)?;
                     for harmful in [true, false] {
                         let mut side: Vec<Example> = all.iter().filter(|e| e.harmful == harmful).cloned().collect();
                         side.sort_by_key(|e| sha256_hex(format!("{seed}|{}", e.group).as_bytes()));
-                        extra.extend(side.into_iter().take(o.toxigen_per_label));
+                        extra.extend(side.into_iter().take(o.extra.toxigen_per_label));
                     }
                 }
                 Extra::HhrlhfRefusals => extra.extend(data::load_hhrlhf_refusals(&data_dir)?),
                 Extra::AdvbenchTargets => extra.extend(data::load_advbench_targets(&data_dir)?),
             }
         }
-        for path in &o.generated {
+        for path in &o.extra.generated {
             extra.extend(data::load_jsonl(path)?);
         }
         others.extend(extra.iter().cloned());

@@ -226,14 +226,22 @@ pub fn load_xstest(data: &Path) -> Result<Vec<Example>> {
     Ok(out)
 }
 
+/// The data rows of a CSV file with a header line, each a list of trimmed fields.
+fn csv_rows(path: &Path) -> Result<Vec<Vec<String>>> {
+    let err = |e: csv::Error| Error::Data(format!("{}: {e}", path.display()));
+    let mut reader = csv::Reader::from_path(path).map_err(err)?;
+    reader
+        .records()
+        .map(|r| r.map(|r| r.iter().map(|f| f.trim().to_string()).collect()).map_err(err))
+        .collect()
+}
+
 /// AdvBench `harmful_strings.csv`: harmful sentences (positives without a prompt).
 pub fn load_advbench_strings(data: &Path) -> Result<Vec<Example>> {
     let path = data.join("advbench/datasets/advbench/harmful_strings.csv");
-    let mut reader = csv::Reader::from_path(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
     let mut out = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-        let text = record.get(0).unwrap_or("").trim().to_string();
+    for row in csv_rows(&path)? {
+        let text = row.first().cloned().unwrap_or_default();
         if text.is_empty() {
             continue;
         }
@@ -254,11 +262,10 @@ pub fn load_advbench_strings(data: &Path) -> Result<Vec<Example>> {
 /// here is a script that can exploit vulnerabilities …") — partial compliance, as positives. Grouped by request.
 pub fn load_advbench_targets(data: &Path) -> Result<Vec<Example>> {
     let path = data.join("advbench/datasets/advbench/harmful_behaviors.csv");
-    let mut reader = csv::Reader::from_path(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
     let mut out = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-        let (goal, target) = (record.get(0).unwrap_or("").trim(), record.get(1).unwrap_or("").trim());
+    for row in csv_rows(&path)? {
+        let field = |i: usize| row.get(i).map(String::as_str).unwrap_or("");
+        let (goal, target) = (field(0), field(1));
         if goal.is_empty() || target.is_empty() {
             continue;
         }
