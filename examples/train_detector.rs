@@ -22,8 +22,8 @@ use mllm_protector::detector::DetectionInput;
 use mllm_protector::detector::head::CENTROIDS_TENSOR;
 use mllm_protector::detector::llm_backbone::LLM_WINDOWING;
 use mllm_protector::detector::{
-    ClassifierHead, EncoderIdentity, EncoderKind, HarmCategory, HeadMetadata, LlmBackboneEncoder, ScoringContext,
-    SentenceEncoder, TextEncoder, WeightDelta, Windowing,
+    ClassifierHead, DeltaStorage, EncoderIdentity, EncoderKind, HarmCategory, HeadMetadata, LlmBackboneEncoder,
+    ScoringContext, SentenceEncoder, TextEncoder, WeightDelta, Windowing,
 };
 use mllm_protector::eval::binary_metrics;
 use mllm_protector::eval::data::Example;
@@ -50,6 +50,10 @@ struct Args {
     /// stored in the head file.
     #[arg(long)]
     encoder_delta: Option<PathBuf>,
+    /// How the head file stores that delta: `u8-rows` (8 bits per weight, one power-of-two scale per row; the head
+    /// is trained over the delta as rounded) or `float` (f16, as `finetune_encoder` wrote it; twice the size).
+    #[arg(long, value_parser = parse_storage, default_value = "u8-rows")]
+    delta_storage: DeltaStorage,
     /// AlpacaEval test answers per instruction in the report (of 12; fewer for the slow LLM backbone).
     #[arg(long, default_value_t = 12)]
     alpaca_test_per_instruction: usize,
@@ -255,6 +259,14 @@ fn embed(
     })
 }
 
+fn parse_storage(s: &str) -> Result<DeltaStorage, String> {
+    match s {
+        "u8-rows" => Ok(DeltaStorage::U8Rows),
+        "float" => Ok(DeltaStorage::Float),
+        other => Err(format!("{other:?}: u8-rows or float")),
+    }
+}
+
 fn parse_context(s: &str) -> Result<ScoringContext, String> {
     match s {
         "response" => Ok(ScoringContext::Response),
@@ -296,7 +308,11 @@ fn main() -> anyhow::Result<()> {
     })?;
     let (train, val, jbb_test, alpaca_test) = (&sets.train, &sets.val, &sets.jbb_test, &sets.alpaca_test);
     let delta = match &args.encoder_delta {
-        Some(path) => Some(read_delta(path)?),
+        // Train over the delta exactly as the head file will store it.
+        Some(path) => Some(match args.delta_storage {
+            DeltaStorage::Float => read_delta(path)?,
+            DeltaStorage::U8Rows => read_delta(path)?.rounded_to_u8()?,
+        }),
         None => None,
     };
 
@@ -309,6 +325,7 @@ fn main() -> anyhow::Result<()> {
             dim: e.dim(),
             windowing: e.windowing(),
             delta_sha256: None,
+            delta_storage: DeltaStorage::Float,
         };
         (Box::new(e), LLM_WINDOWING, identity)
     } else {
@@ -336,7 +353,8 @@ fn main() -> anyhow::Result<()> {
             weights_sha256: pins::MINILM_WEIGHTS_SHA256.to_string(),
             dim: e.dim(),
             windowing: e.windowing(),
-            delta_sha256: None, // set with the delta's tensors by `with_encoder_delta`
+            delta_sha256: None,                 // set with the delta's tensors by `with_encoder_delta`
+            delta_storage: DeltaStorage::Float, // likewise
         };
         (Box::new(e), Windowing::default(), identity)
     };
@@ -531,11 +549,17 @@ fn main() -> anyhow::Result<()> {
         "categories": "nearest centroid (cosine) of the worst window; centroids = mean first-window embedding of each JBB category's harmful training responses",
         "calibration": format!("Platt scaling (temperature, bias) of the worst window's logit, fitted on validation ({})", args.calibrate_on),
         "encoder_delta": delta.as_ref().map(|d| d.id.clone()),
+        "encoder_delta_storage": args.delta_storage,
         "threshold_rule": format!("highest validation F1 with FPR ≤ {} on benign (AlpacaEval) validation answers", args.max_val_fpr),
     });
     let mut head = ClassifierHead::from_tensors(tensors, metadata, "trained head")?;
     if let Some(delta) = delta {
-        head = head.with_encoder_delta(delta);
+        let id = delta.id.clone();
+        head = head.with_encoder_delta(delta, args.delta_storage)?;
+        anyhow::ensure!(
+            head.metadata().encoder.delta_sha256.as_deref() == Some(id.as_str()),
+            "the stored delta differs from the one the head was trained over"
+        );
     }
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use mllm_protector::detector::{
-    ClassifierHead, DetectorConfig, EmbeddingDetector, HeadMetadata, HeadSource, SentenceEncoder, Windowing,
+    ClassifierHead, DeltaStorage, DetectorConfig, EmbeddingDetector, HeadMetadata, HeadSource, SentenceEncoder,
+    WeightDelta, Windowing,
 };
 use mllm_protector::loading::{ModelSource, pins};
 use mllm_protector::{Error, Image, Protector};
@@ -193,28 +194,51 @@ fn guard_with_the_real_detector_rejects_bad_input_and_reads_images() {
 }
 
 #[test]
-fn a_head_whose_encoder_delta_is_missing_or_misshapen_is_refused() {
+fn a_head_whose_encoder_delta_is_missing_altered_or_misshapen_is_refused() {
+    use mllm_protector::detector::head::{ENCODER_DELTA_PREFIX, ENCODER_DELTA_SCALE_PREFIX};
     let head = ClassifierHead::embedded(&Device::Cpu).unwrap();
     let bytes = head.to_bytes().unwrap();
-    let tensors: HashMap<String, Tensor> = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with(mllm_protector::detector::head::ENCODER_DELTA_PREFIX))
+    let all: HashMap<String, Tensor> = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    let is_delta = |k: &str| k.starts_with(ENCODER_DELTA_PREFIX) || k.starts_with(ENCODER_DELTA_SCALE_PREFIX);
+    let tensors: HashMap<String, Tensor> = all
+        .iter()
+        .filter(|(k, _)| !is_delta(k))
+        .map(|(k, t)| (k.clone(), t.clone()))
         .collect();
     // The metadata names a delta the file does not carry.
     let mut meta = embedded_metadata();
     meta.encoder.delta_sha256 = Some("0".repeat(64));
     let err = ClassifierHead::from_tensors(tensors.clone(), meta.clone(), "no delta").unwrap_err();
     assert!(matches!(err, Error::BadWeights { .. }), "{err}");
-    // A delta tensor whose shape is not the base tensor's: refused when the encoder is built.
-    let mut with_delta = tensors;
-    with_delta.insert(
-        format!(
-            "{}encoder.layer.5.output.dense.weight",
-            mllm_protector::detector::head::ENCODER_DELTA_PREFIX
-        ),
-        Tensor::zeros((3, 3), DType::F16, &Device::Cpu).unwrap(),
+    // One stored delta weight changed: the identity recorded at training no longer matches.
+    let mut altered = all.clone();
+    let name = all
+        .keys()
+        .find(|k| k.starts_with(ENCODER_DELTA_PREFIX))
+        .unwrap()
+        .clone();
+    let t = &all[&name];
+    let flipped = (t.to_dtype(DType::F32).unwrap() * -1.0)
+        .unwrap()
+        .to_dtype(t.dtype())
+        .unwrap();
+    altered.insert(name, flipped);
+    let err = ClassifierHead::from_tensors(altered, embedded_metadata(), "altered delta").unwrap_err();
+    assert!(
+        matches!(&err, Error::BadWeights { reason, .. } if reason.contains("corrupt or was altered")),
+        "{err}"
     );
+    // A delta tensor whose shape is not the base tensor's (recorded honestly): refused when the encoder is built.
+    let misshapen = HashMap::from([(
+        "encoder.layer.5.output.dense.weight".to_string(),
+        Tensor::zeros((3, 3), DType::F16, &Device::Cpu).unwrap(),
+    )]);
+    meta.encoder.delta_sha256 = Some(WeightDelta::identity(&misshapen).unwrap());
+    meta.encoder.delta_storage = DeltaStorage::Float;
+    let mut with_delta = tensors;
+    for (k, t) in misshapen {
+        with_delta.insert(format!("{ENCODER_DELTA_PREFIX}{k}"), t);
+    }
     let bad = ClassifierHead::from_tensors(with_delta, meta, "bad delta").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let head_path = dir.path().join("head.safetensors");

@@ -103,6 +103,92 @@ impl WeightDelta {
         }
         Ok(checksum::sha256_hex(&bytes))
     }
+
+    /// The delta in 8 bits per weight: for each tensor, `(codes, scales)` with `codes` u8 of the tensor's shape and
+    /// one f32 scale per row (the first dimension; a vector is one row), `value = (code - 128) * scale`. Halves an f16
+    /// delta's size. Each scale is the smallest power of two that fits the row's largest change in ±127 steps, so the
+    /// rounding error is at most 1/127 of that change, and quantising a restored delta gives back the same codes and
+    /// scales exactly (the identity recorded at training is the one found at load).
+    pub fn quantize_u8(&self) -> Result<HashMap<String, (Tensor, Tensor)>> {
+        let mut out = HashMap::with_capacity(self.tensors.len());
+        for (name, t) in &self.tensors {
+            let rows = as_rows(t)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let mut codes = Vec::with_capacity(t.elem_count());
+            let mut scales = Vec::with_capacity(rows.len());
+            for row in rows {
+                let largest = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = power_of_two_step(largest / 127.0);
+                codes.extend(
+                    row.iter()
+                        .map(|v| ((v / scale).round().clamp(-127.0, 127.0) + 128.0) as u8),
+                );
+                scales.push(scale);
+            }
+            let device = t.device();
+            let n = scales.len();
+            out.insert(
+                name.clone(),
+                (
+                    Tensor::from_vec(codes, t.dims(), device)?,
+                    Tensor::from_vec(scales, n, device)?,
+                ),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds a delta from [`quantize_u8`](Self::quantize_u8)'s codes and scales (f32 values, identity recomputed);
+    /// a scale count that does not match the codes' rows is a [`Error::ShapeMismatch`].
+    pub fn dequantize_u8(parts: &HashMap<String, (Tensor, Tensor)>, what: &str) -> Result<Self> {
+        let mut tensors = HashMap::with_capacity(parts.len());
+        for (name, (codes, scales)) in parts {
+            let rows = as_rows(codes)?;
+            if codes.dtype() != DType::U8 || scales.dims() != [rows.dim(0)?] {
+                return Err(Error::ShapeMismatch {
+                    what: format!("{what}: 8-bit weight delta `{name}`"),
+                    expected: format!("u8 codes with {} f32 row scales", rows.dim(0)?),
+                    actual: format!("{:?} codes, scales {:?}", codes.dtype(), scales.dims()),
+                });
+            }
+            let values = (rows.to_dtype(DType::F32)? - 128.0)?
+                .broadcast_mul(&scales.to_dtype(DType::F32)?.unsqueeze(1)?)?
+                .reshape(codes.dims())?;
+            tensors.insert(name.clone(), values);
+        }
+        let id = Self::identity(&tensors)?;
+        Ok(WeightDelta { tensors, id })
+    }
+
+    /// This delta as an 8-bit file will reproduce it: quantised and restored. Train a head over this, not over the
+    /// original, so that the head matches the encoder it is shipped with exactly.
+    pub fn rounded_to_u8(&self) -> Result<Self> {
+        Self::dequantize_u8(&self.quantize_u8()?, "weight delta")
+    }
+}
+
+/// The smallest power of two at or above `at_least` (1.0 for zero or a non-finite value, which no row should have).
+fn power_of_two_step(at_least: f32) -> f32 {
+    if !(at_least.is_finite() && at_least > 0.0) {
+        return 1.0;
+    }
+    let mut step = 2f32.powi(at_least.log2().ceil() as i32);
+    // log2 may land a hair off at exact powers of two; settle on the smallest one that is not below `at_least`.
+    while step < at_least {
+        step *= 2.0;
+    }
+    while step / 2.0 >= at_least && step / 2.0 > 0.0 {
+        step /= 2.0;
+    }
+    step
+}
+
+/// A tensor as a matrix of rows: `[d0, rest]`, a vector or scalar as one row.
+fn as_rows(t: &Tensor) -> Result<Tensor> {
+    let dims = t.dims();
+    Ok(match dims.len() {
+        0 | 1 => t.reshape((1, t.elem_count()))?,
+        _ => t.reshape((dims[0], t.elem_count() / dims[0].max(1)))?,
+    })
 }
 
 /// Embeddings of every window of a batch of texts: row `i` of `embeddings` belongs to text `owner[i]`.
@@ -438,5 +524,40 @@ mod tests {
         let id = WeightDelta::identity(&delta.tensors).unwrap();
         assert_eq!(id.len(), 64);
         assert_ne!(id, WeightDelta::identity(&misshapen.tensors).unwrap());
+    }
+
+    #[test]
+    fn an_8_bit_delta_restores_within_a_step_is_stable_and_rejects_wrong_scales() {
+        let dev = Device::Cpu;
+        let matrix = Tensor::new(&[[0.5f32, -0.25, 0.001], [0.0, 0.0, 0.0]], &dev).unwrap();
+        let vector = Tensor::new(&[-3f32, 1.0], &dev).unwrap();
+        let delta = WeightDelta {
+            tensors: HashMap::from([("m".to_string(), matrix.clone()), ("v".to_string(), vector.clone())]),
+            id: "d".into(),
+        };
+        let parts = delta.quantize_u8().unwrap();
+        assert_eq!(parts["m"].0.dtype(), DType::U8);
+        assert_eq!(parts["m"].1.dims(), [2]);
+        let restored = WeightDelta::dequantize_u8(&parts, "test").unwrap();
+        let m = restored.tensors["m"].to_vec2::<f32>().unwrap();
+        assert!((m[0][0] - 0.5).abs() <= 0.5 / 127.0, "{}", m[0][0]);
+        assert!((m[0][1] + 0.25).abs() <= 0.5 / 127.0);
+        assert!(
+            (m[0][2] - 0.001).abs() <= 0.5 / 127.0,
+            "small changes round within a step: {}",
+            m[0][2]
+        );
+        assert_eq!(m[1], vec![0.0, 0.0, 0.0], "an all-zero row stays zero");
+        let v = restored.tensors["v"].to_vec1::<f32>().unwrap();
+        assert!((v[0] + 3.0).abs() <= 3.0 / 127.0 && (v[1] - 1.0).abs() <= 3.0 / 127.0);
+        // Restoring twice gives the same values, so the identity recorded at training matches the loaded delta.
+        let again = restored.rounded_to_u8().unwrap();
+        assert_eq!(again.id, restored.id);
+        let mut wrong = parts.clone();
+        wrong.insert("m".into(), (parts["m"].0.clone(), Tensor::new(&[1f32], &dev).unwrap()));
+        assert!(matches!(
+            WeightDelta::dequantize_u8(&wrong, "test"),
+            Err(Error::ShapeMismatch { .. })
+        ));
     }
 }

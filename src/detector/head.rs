@@ -19,7 +19,8 @@ pub const METADATA_KEY: &str = "mllm_protector.head";
 pub const FORMAT_VERSION: u32 = 1;
 
 /// The head shipped with the crate: trained by `examples/train_detector.rs --encoder-delta` over all-MiniLM-L6-v2
-/// whose top two layers were fine-tuned by `examples/finetune_encoder.rs`; the file carries that weight delta (f16).
+/// whose top four layers were fine-tuned by `examples/finetune_encoder.rs`; the file carries that weight delta in 8 bits
+/// ([`DeltaStorage::U8Rows`]).
 /// The frozen-encoder head it replaced stays in `assets/minilm-harm-head.safetensors` for comparison.
 pub(crate) static EMBEDDED_HEAD: &[u8] = include_bytes!("../../assets/minilm-tuned-head.safetensors");
 
@@ -52,10 +53,27 @@ pub struct EncoderIdentity {
     /// head file under [`ENCODER_DELTA_PREFIX`] and added to the base weights (checked against `weights_sha256`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_sha256: Option<String>,
+    /// How the delta's tensors are stored in the file (float unless recorded otherwise).
+    #[serde(default)]
+    pub delta_storage: DeltaStorage,
+}
+
+/// How a head file stores its encoder delta.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaStorage {
+    /// Float tensors (f16 in the files `finetune_encoder` writes).
+    #[default]
+    Float,
+    /// 8-bit codes with one power-of-two scale per row ([`WeightDelta::quantize_u8`]): half the size of f16. The
+    /// scales are stored under [`ENCODER_DELTA_SCALE_PREFIX`].
+    U8Rows,
 }
 
 /// Prefix of the encoder-delta tensors inside a head file (`encoder_delta.encoder.layer.5.output.dense.weight`, …).
 pub const ENCODER_DELTA_PREFIX: &str = "encoder_delta.";
+/// Prefix of the row scales of an 8-bit encoder delta ([`DeltaStorage::U8Rows`]).
+pub const ENCODER_DELTA_SCALE_PREFIX: &str = "encoder_delta_scale.";
 
 /// Everything recorded with a head: shape, operating point, provenance and measured quality.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,23 +220,7 @@ impl ClassifierHead {
             }
             Some(t.to_dtype(DType::F32)?)
         };
-        let delta_names: Vec<String> = tensors
-            .keys()
-            .filter(|k| k.starts_with(ENCODER_DELTA_PREFIX))
-            .cloned()
-            .collect();
-        let mut encoder_delta = HashMap::with_capacity(delta_names.len());
-        for name in delta_names {
-            if let Some(t) = tensors.remove(&name) {
-                encoder_delta.insert(name[ENCODER_DELTA_PREFIX.len()..].to_string(), t);
-            }
-        }
-        if encoder_delta.is_empty() != metadata.encoder.delta_sha256.is_none() {
-            return Err(Error::BadWeights {
-                what: what.to_string(),
-                reason: "the metadata's encoder.delta_sha256 and the encoder_delta tensors must come together".into(),
-            });
-        }
+        let encoder_delta = take_encoder_delta(&mut tensors, &metadata.encoder, what)?;
         Ok(ClassifierHead {
             layers,
             encoder_delta,
@@ -236,11 +238,18 @@ impl ClassifierHead {
         })
     }
 
-    /// Stores fine-tuned encoder weights with the head (recorded in the metadata as `delta.id`).
-    pub fn with_encoder_delta(mut self, delta: WeightDelta) -> Self {
+    /// Stores fine-tuned encoder weights with the head, in `storage` (recorded in the metadata with the delta's
+    /// identity). With [`DeltaStorage::U8Rows`] the delta is first rounded as the file will hold it
+    /// ([`WeightDelta::rounded_to_u8`]; train the head over that rounded delta).
+    pub fn with_encoder_delta(mut self, delta: WeightDelta, storage: DeltaStorage) -> Result<Self> {
+        let delta = match storage {
+            DeltaStorage::Float => delta,
+            DeltaStorage::U8Rows => delta.rounded_to_u8()?,
+        };
         self.metadata.encoder.delta_sha256 = Some(delta.id);
+        self.metadata.encoder.delta_storage = storage;
         self.encoder_delta = delta.tensors;
-        self
+        Ok(self)
     }
 
     /// The nearest category (cosine to the category centroids) of each embedding row; `None` when the head has no
@@ -307,8 +316,22 @@ impl ClassifierHead {
         if let Some(c) = &self.centroids {
             named.push((CENTROIDS_TENSOR.to_string(), c.clone()));
         }
-        for (name, t) in &self.encoder_delta {
-            named.push((format!("{ENCODER_DELTA_PREFIX}{name}"), t.clone()));
+        match self.metadata.encoder.delta_storage {
+            DeltaStorage::Float => {
+                for (name, t) in &self.encoder_delta {
+                    named.push((format!("{ENCODER_DELTA_PREFIX}{name}"), t.clone()));
+                }
+            }
+            DeltaStorage::U8Rows => {
+                let delta = WeightDelta {
+                    tensors: self.encoder_delta.clone(),
+                    id: String::new(),
+                };
+                for (name, (codes, scales)) in delta.quantize_u8()? {
+                    named.push((format!("{ENCODER_DELTA_PREFIX}{name}"), codes));
+                    named.push((format!("{ENCODER_DELTA_SCALE_PREFIX}{name}"), scales));
+                }
+            }
         }
         let json = serde_json::to_string(&self.metadata).map_err(|e| Error::BadConfig {
             what: "head metadata".into(),
@@ -319,5 +342,115 @@ impl ClassifierHead {
             what: "head".into(),
             reason: e.to_string(),
         })
+    }
+}
+/// Takes the encoder delta out of a head file's tensors (restoring an 8-bit one) and checks it against the identity the
+/// metadata records, so that a corrupt or altered delta is an error rather than a silently different encoder.
+fn take_encoder_delta(
+    tensors: &mut HashMap<String, Tensor>,
+    encoder: &EncoderIdentity,
+    what: &str,
+) -> Result<HashMap<String, Tensor>> {
+    let bad = |reason: String| Error::BadWeights {
+        what: what.to_string(),
+        reason,
+    };
+    let mut take = |prefix: &str| -> HashMap<String, Tensor> {
+        let names: Vec<String> = tensors.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        names
+            .into_iter()
+            .filter_map(|name| tensors.remove(&name).map(|t| (name[prefix.len()..].to_string(), t)))
+            .collect()
+    };
+    let stored = take(ENCODER_DELTA_PREFIX);
+    let mut scales = take(ENCODER_DELTA_SCALE_PREFIX);
+    let Some(recorded) = &encoder.delta_sha256 else {
+        if stored.is_empty() && scales.is_empty() {
+            return Ok(stored);
+        }
+        return Err(bad(
+            "the metadata's encoder.delta_sha256 and the encoder_delta tensors must come together".into(),
+        ));
+    };
+    if stored.is_empty() {
+        return Err(bad(
+            "the metadata's encoder.delta_sha256 and the encoder_delta tensors must come together".into(),
+        ));
+    }
+    let delta = match encoder.delta_storage {
+        DeltaStorage::Float if scales.is_empty() => WeightDelta {
+            id: WeightDelta::identity(&stored)?,
+            tensors: stored,
+        },
+        DeltaStorage::Float => return Err(bad("row scales for a delta recorded as float".into())),
+        DeltaStorage::U8Rows => {
+            let mut parts = HashMap::with_capacity(stored.len());
+            for (name, codes) in stored {
+                let scale = scales.remove(&name).ok_or_else(|| {
+                    bad(format!(
+                        "8-bit delta `{name}` has no `{ENCODER_DELTA_SCALE_PREFIX}{name}`"
+                    ))
+                })?;
+                parts.insert(name, (codes, scale));
+            }
+            if let Some(name) = scales.keys().next() {
+                return Err(bad(format!("row scales `{name}` without an 8-bit delta tensor")));
+            }
+            WeightDelta::dequantize_u8(&parts, what)?
+        }
+    };
+    if &delta.id != recorded {
+        return Err(bad(format!(
+            "the encoder delta's identity {} is not the recorded {recorded}: the file is corrupt or was altered",
+            delta.id
+        )));
+    }
+    Ok(delta.tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delta_round_trips_through_a_head_file_in_either_storage() {
+        let dev = Device::Cpu;
+        let tensors = HashMap::from([(
+            "x".to_string(),
+            Tensor::new(&[[0.3f32, -0.1, 0.0], [1e-3, 2e-3, -4e-3]], &dev).unwrap(),
+        )]);
+        let delta = WeightDelta {
+            id: WeightDelta::identity(&tensors).unwrap(),
+            tensors,
+        };
+        for storage in [DeltaStorage::Float, DeltaStorage::U8Rows] {
+            let head = ClassifierHead::embedded(&dev)
+                .unwrap()
+                .with_encoder_delta(delta.clone(), storage)
+                .unwrap();
+            let bytes = head.to_bytes().unwrap();
+            let raw = candle_core::safetensors::load_buffer(&bytes, &dev).unwrap();
+            let stored = &raw[&format!("{ENCODER_DELTA_PREFIX}x")];
+            let loaded = ClassifierHead::from_bytes(&bytes, "round trip", &dev).unwrap();
+            let back = loaded.encoder_delta().unwrap();
+            assert_eq!(back.id, head.encoder_delta().unwrap().id, "{storage:?}");
+            assert_eq!(loaded.metadata().encoder.delta_storage, storage);
+            let values = back.tensors["x"].to_vec2::<f32>().unwrap();
+            match storage {
+                DeltaStorage::Float => {
+                    assert_eq!(stored.dtype(), DType::F32);
+                    assert_eq!(back.id, delta.id, "float storage keeps the delta as trained");
+                }
+                DeltaStorage::U8Rows => {
+                    assert_eq!(stored.dtype(), DType::U8);
+                    assert!(raw.contains_key(&format!("{ENCODER_DELTA_SCALE_PREFIX}x")));
+                    assert!((values[0][0] - 0.3).abs() <= 0.3 / 127.0);
+                    assert!(
+                        (values[1][2] + 4e-3).abs() <= 4e-3 / 127.0,
+                        "each row has its own scale"
+                    );
+                }
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use category::HarmCategory;
 pub use encoder::{SentenceEncoder, TextEncoder, WeightDelta, WindowEmbeddings, Windowing};
-pub use head::{ClassifierHead, EncoderIdentity, EncoderKind, HeadMetadata};
+pub use head::{ClassifierHead, DeltaStorage, EncoderIdentity, EncoderKind, HeadMetadata};
 pub use llm_backbone::LlmBackboneEncoder;
 pub use refusal::RefusalMatcher;
 
