@@ -5,10 +5,14 @@
 //! layers use) is applied without a backward pass, so no gradient reaches any weight. The frozen lower layers run
 //! in candle-transformers' `BertModel` (loaded with fewer layers; their output is computed once per text and kept),
 //! and the trained top layers run through `TrainableLayer`, the same computation written with differentiable ops.
-//! Before training, the example checks that this reproduces the full `BertModel`'s output on real text. Writes the tuned layers as a weight delta over the pinned base (f16 safetensors,
-//! the base's sha256 in the metadata); `train_detector --encoder-delta` then trains the shipped head over it.
+//! Before training, the example checks that this reproduces the full `BertModel`'s output on real text. Writes the
+//! tuned layers as a weight delta over the pinned base (f16 safetensors, the base's sha256 in the metadata);
+//! `train_detector --encoder-delta` then trains the shipped head over it (storing the delta in 8 bits).
 //!
-//!     cargo run --release --example finetune_encoder -- [--top-layers 2] [--epochs 4] [--out FILE]
+//! Top 4 of 6 layers by default: JBB-validation AUROC (first window) 0.974 with 2, 0.979 with 4 (about 30 minutes
+//! here); the shipped head over 4 layers beats the one over 2 on every test set (README).
+//!
+//!     cargo run --release --example finetune_encoder -- [--top-layers 4] [--epochs 8] [--out FILE]
 //!
 //! Data: the training and validation splits of `train_detector` (JailbreakBench, AlpacaEval, AdvBench; XSTest never).
 
@@ -33,7 +37,7 @@ struct Args {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// How many of the top transformer layers are trained (of 6).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     top_layers: usize,
     /// Most epochs (early stopping may end sooner).
     #[arg(long, default_value_t = 8)]
