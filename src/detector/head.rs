@@ -364,19 +364,15 @@ fn take_encoder_delta(
     };
     let stored = take(ENCODER_DELTA_PREFIX);
     let mut scales = take(ENCODER_DELTA_SCALE_PREFIX);
-    let Some(recorded) = &encoder.delta_sha256 else {
-        if stored.is_empty() && scales.is_empty() {
-            return Ok(stored);
+    let recorded = match &encoder.delta_sha256 {
+        None if stored.is_empty() && scales.is_empty() => return Ok(stored),
+        Some(recorded) if !stored.is_empty() => recorded,
+        _ => {
+            return Err(bad(
+                "the metadata's encoder.delta_sha256 and the encoder_delta tensors must come together".into(),
+            ));
         }
-        return Err(bad(
-            "the metadata's encoder.delta_sha256 and the encoder_delta tensors must come together".into(),
-        ));
     };
-    if stored.is_empty() {
-        return Err(bad(
-            "the metadata's encoder.delta_sha256 and the encoder_delta tensors must come together".into(),
-        ));
-    }
     let delta = match encoder.delta_storage {
         DeltaStorage::Float if scales.is_empty() => WeightDelta {
             id: WeightDelta::identity(&stored)?,
