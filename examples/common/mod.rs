@@ -96,6 +96,11 @@ impl TrainingSets {
         for path in &o.extra.generated {
             extra.extend(data::load_jsonl(path)?);
         }
+        // Requests from AdvBench / HarmBench often repeat a JBB goal: they go where that behaviour goes.
+        let moved = data::adopt_near_duplicate_groups(&mut extra, &jbb, 0.5);
+        if moved > 0 {
+            eprintln!("{moved} extra examples joined the split of the JBB behaviour whose goal they repeat");
+        }
         others.extend(extra.iter().cloned());
         let pick = |split: Split| -> Vec<Example> {
             let mut v = in_split(jbb.clone(), split, seed);
