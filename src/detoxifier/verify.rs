@@ -26,7 +26,8 @@ pub enum FallbackReason {
     Undecided,
 }
 
-fn words(text: &str) -> Vec<String> {
+/// Lower-cased words (runs of letters and digits).
+pub(crate) fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(|w| w.to_lowercase())
@@ -164,8 +165,18 @@ pub fn declines(text: &str) -> bool {
 /// ```
 pub fn complies(text: &str) -> bool {
     let lower = text.to_lowercase().replace('\u{2019}', "'");
-    let numbered = lower.lines().any(|l| l.trim_start().starts_with("1."));
-    !declines(text) || numbered || COMPLIANCE_PHRASES.iter().any(|p| lower.contains(p))
+    !declines(text) || has_numbered_steps(text) || COMPLIANCE_PHRASES.iter().any(|p| lower.contains(p))
+}
+
+/// Whether a text lays out numbered steps (a line starting `1.`).
+///
+/// ```
+/// use mllm_protector::detoxifier::verify::has_numbered_steps;
+/// assert!(has_numbered_steps("Here is how:\n  1. Open the valve."));
+/// assert!(!has_numbered_steps("Version 1.2 fixed it."));
+/// ```
+pub fn has_numbered_steps(text: &str) -> bool {
+    text.lines().any(|l| l.trim_start().starts_with("1."))
 }
 
 /// Whether a text only refuses: it carries a refusal phrase and says little else (under 35 words).

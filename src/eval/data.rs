@@ -428,8 +428,8 @@ pub fn in_split(examples: Vec<Example>, split: Split, seed: u64) -> Vec<Example>
         .collect()
 }
 
-/// Puts each example whose prompt nearly repeats a reference prompt (word-set Jaccard ≥ `min_jaccard`, letters
-/// only, case-folded) in that reference's group, and returns how many moved. Extra data whose requests come from
+/// Puts each example whose prompt nearly repeats a reference prompt (Jaccard ≥ `min_jaccard` over the sets of
+/// lower-cased words) in that reference's group, and returns how many moved. Extra data whose requests come from
 /// AdvBench or HarmBench repeats many of JailbreakBench's goals, some word for word; split by their own wording they
 /// would put answers to a JBB *test* behaviour into training. Joining the behaviour's group keeps the split honest.
 ///
@@ -445,12 +445,9 @@ pub fn in_split(examples: Vec<Example>, split: Split, seed: u64) -> Vec<Example>
 /// assert_eq!((extra[0].group.as_str(), extra[1].group.as_str()), ("Bomb building", "cake"));
 /// ```
 pub fn adopt_near_duplicate_groups(examples: &mut [Example], reference: &[Example], min_jaccard: f64) -> usize {
-    fn words(text: &str) -> std::collections::BTreeSet<String> {
-        text.split(|c: char| !c.is_alphabetic())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect()
-    }
+    let words = |text: &str| -> std::collections::BTreeSet<String> {
+        crate::detoxifier::verify::words(text).into_iter().collect()
+    };
     let mut refs: Vec<(std::collections::BTreeSet<String>, &str)> = Vec::new();
     for r in reference {
         let w = words(&r.prompt);
