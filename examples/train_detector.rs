@@ -23,7 +23,7 @@ use mllm_protector::detector::head::CENTROIDS_TENSOR;
 use mllm_protector::detector::llm_backbone::LLM_WINDOWING;
 use mllm_protector::detector::{
     ClassifierHead, DeltaStorage, EncoderIdentity, EncoderKind, HarmCategory, HeadMetadata, LlmBackboneEncoder,
-    ScoringContext, SentenceEncoder, TextEncoder, WeightDelta, Windowing,
+    ScoringContext, SentenceEncoder, TextEncoder, WeightDelta, WindowEmbeddings, Windowing, context,
 };
 use mllm_protector::eval::binary_metrics;
 use mllm_protector::eval::data::Example;
@@ -60,7 +60,8 @@ struct Args {
     /// Train over SmolLM2-135M-Instruct's last-token hidden state instead of MiniLM (the paper's design).
     #[arg(long, conflicts_with = "encoder_delta")]
     llm_backbone: bool,
-    /// What the head reads: `response` (the paper's inference setting) or `prompt-and-response` (its training format).
+    /// What the head reads: `response` (the paper's inference setting), `prompt-and-response` (its training format,
+    /// one text) or `response-beside-prompt` (the response's embedding next to the prompt's).
     #[arg(long, value_parser = parse_context, default_value = "response")]
     context: ScoringContext,
     #[command(flatten)]
@@ -245,7 +246,23 @@ fn embed(
         .map(|e| context.text(&DetectionInput::new(&e.prompt, &e.response)).into_owned())
         .collect();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let (x, owner) = common::embed_cached(encoder, windowing, &texts, what)?;
+    let (mut x, owner) = common::embed_cached(encoder, windowing, &texts, what)?;
+    if context.embeds_prompt() {
+        // The detector's own pairing code, over cached prompt embeddings.
+        let cached = CachedEncoder {
+            inner: encoder,
+            windowing,
+        };
+        let prompts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
+        let prompts = context::prompt_embeddings(&cached, &prompts)?;
+        x = context::beside_prompt(
+            &WindowEmbeddings {
+                embeddings: x,
+                owner: owner.clone(),
+            },
+            &prompts,
+        )?;
+    }
     Ok(Embedded {
         x,
         owner,
@@ -257,6 +274,28 @@ fn embed(
             .map(|e| e.category.as_deref().and_then(HarmCategory::from_jbb))
             .collect(),
     })
+}
+
+/// An encoder whose embeddings go through the on-disk cache (prompts repeat across runs and variants).
+struct CachedEncoder<'a> {
+    inner: &'a dyn TextEncoder,
+    windowing: Windowing,
+}
+
+impl TextEncoder for CachedEncoder<'_> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    fn weights_sha256(&self) -> &str {
+        self.inner.weights_sha256()
+    }
+
+    fn embed_windows(&self, texts: &[&str]) -> mllm_protector::Result<WindowEmbeddings> {
+        let (embeddings, owner) = common::embed_cached(self.inner, self.windowing, texts, "prompts")
+            .map_err(|e| mllm_protector::Error::Data(format!("embedding cache: {e:#}")))?;
+        Ok(WindowEmbeddings { embeddings, owner })
+    }
 }
 
 fn parse_storage(s: &str) -> Result<DeltaStorage, String> {
@@ -271,7 +310,10 @@ fn parse_context(s: &str) -> Result<ScoringContext, String> {
     match s {
         "response" => Ok(ScoringContext::Response),
         "prompt-and-response" => Ok(ScoringContext::PromptAndResponse),
-        other => Err(format!("{other:?}: response or prompt-and-response")),
+        "response-beside-prompt" => Ok(ScoringContext::ResponseBesidePrompt),
+        other => Err(format!(
+            "{other:?}: response, prompt-and-response or response-beside-prompt"
+        )),
     }
 }
 
@@ -371,7 +413,8 @@ fn main() -> anyhow::Result<()> {
     };
 
     let dim = encoder.dim();
-    let candidates = [(vec![dim, 1], 3e-2), (vec![dim, 256, 1], 1e-3)];
+    let width = args.context.feature_dim(dim);
+    let candidates = [(vec![width, 1], 3e-2), (vec![width, 256, 1], 1e-3)];
     let mut trained = Vec::new();
     for (sizes, lr) in candidates {
         let t = train_head(&sizes, &train_e, &val_e, &args, lr)?;
@@ -399,7 +442,8 @@ fn main() -> anyhow::Result<()> {
         if let Some(c) = train_e.categories[o] {
             let k = HarmCategory::ALL.iter().position(|x| *x == c).unwrap_or(0);
             let entry = sums.entry(k).or_insert_with(|| (vec![0.0; dim], 0));
-            entry.0.iter_mut().zip(&x_train[row]).for_each(|(a, b)| *a += b);
+            // The response's own embedding: the first `dim` columns of the head's input.
+            entry.0.iter_mut().zip(&x_train[row][..dim]).for_each(|(a, b)| *a += b);
             entry.1 += 1;
         }
     }
@@ -470,7 +514,7 @@ fn main() -> anyhow::Result<()> {
     }
     // Category accuracy on the harmful JBB test responses (category of the worst window, as at inference).
     let probs = head.probabilities(&jbb_e.x)?;
-    let predicted = head.categorize(&jbb_e.x)?.unwrap_or_default();
+    let predicted = head.categorize(&jbb_e.x.narrow(1, 0, dim)?)?.unwrap_or_default();
     let (mut right, mut total) = (0usize, 0usize);
     for (i, &w) in jbb_e.worst_windows(&probs).iter().enumerate() {
         if let (true, Some(truth)) = (jbb_e.labels[i], jbb_e.categories[i]) {
@@ -544,7 +588,7 @@ fn main() -> anyhow::Result<()> {
         },
         "counts": {"train": common::counts(train), "validation": common::counts(val)},
         "optimiser": "AdamW, full batch, class-balanced logistic loss, weight decay 1e-4, early stopping on JBB-validation AUROC; loss weights: harmful 1/2, JBB harmless 1/4, other harmless 1/4",
-        "candidates": "logistic [384, 1] (lr 3e-2) vs MLP [384, 256, 1] (lr 1e-3); MLP kept only if JBB-validation AUROC +0.002",
+        "candidates": format!("logistic [{width}, 1] (lr 3e-2) vs MLP [{width}, 256, 1] (lr 1e-3); MLP kept only if JBB-validation AUROC +0.002"),
         "best_epoch": best.epochs,
         "categories": "nearest centroid (cosine) of the worst window; centroids = mean first-window embedding of each JBB category's harmful training responses",
         "calibration": format!("Platt scaling (temperature, bias) of the worst window's logit, fitted on validation ({})", args.calibrate_on),

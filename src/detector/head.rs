@@ -175,10 +175,11 @@ impl ClassifierHead {
                 ),
             });
         }
-        if sizes[0] != metadata.encoder.dim {
+        let input_width = metadata.context.feature_dim(metadata.encoder.dim);
+        if sizes[0] != input_width {
             return Err(Error::ShapeMismatch {
-                what: format!("{what}: input width vs encoder"),
-                expected: metadata.encoder.dim.to_string(),
+                what: format!("{what}: input width vs encoder and context"),
+                expected: input_width.to_string(),
                 actual: sizes[0].to_string(),
             });
         }

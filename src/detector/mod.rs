@@ -5,6 +5,7 @@
 //! [`RefusalMatcher`] the string-matching baseline it is measured against.
 
 pub mod category;
+pub mod context;
 pub mod encoder;
 pub mod head;
 pub mod llm_backbone;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use category::HarmCategory;
+pub use context::ScoringContext;
 pub use encoder::{SentenceEncoder, TextEncoder, WeightDelta, WindowEmbeddings, Windowing};
 pub use head::{ClassifierHead, DeltaStorage, EncoderIdentity, EncoderKind, HeadMetadata};
 pub use llm_backbone::LlmBackboneEncoder;
@@ -126,29 +128,6 @@ impl<T: HarmDetector + ?Sized> HarmDetector for Arc<T> {
     }
     fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
         (**self).score_batch(inputs)
-    }
-}
-
-/// Which text the head reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScoringContext {
-    /// The response alone (the paper's inference setting).
-    #[default]
-    Response,
-    /// `"Question: {prompt}\nAnswer: {response}"` (the paper's training format).
-    PromptAndResponse,
-}
-
-impl ScoringContext {
-    /// The text the encoder reads for `input`.
-    pub fn text<'a>(&self, input: &DetectionInput<'a>) -> std::borrow::Cow<'a, str> {
-        match self {
-            ScoringContext::Response => std::borrow::Cow::Borrowed(input.response),
-            ScoringContext::PromptAndResponse => {
-                std::borrow::Cow::Owned(format!("Question: {}\nAnswer: {}", input.prompt, input.response))
-            }
-        }
     }
 }
 
@@ -275,14 +254,14 @@ impl EmbeddingDetector {
 
     /// Composes an encoder and a head; their widths must agree.
     pub fn new(encoder: Arc<dyn TextEncoder>, head: ClassifierHead, name: impl Into<String>) -> Result<Self> {
-        if encoder.dim() != head.input_dim() {
+        let context = head.metadata().context;
+        if context.feature_dim(encoder.dim()) != head.input_dim() {
             return Err(Error::ShapeMismatch {
-                what: "head input vs encoder output".into(),
-                expected: encoder.dim().to_string(),
+                what: format!("head input vs encoder output ({context:?})"),
+                expected: context.feature_dim(encoder.dim()).to_string(),
                 actual: head.input_dim().to_string(),
             });
         }
-        let context = head.metadata().context;
         Ok(EmbeddingDetector {
             encoder,
             head,
@@ -318,7 +297,14 @@ impl HarmDetector for EmbeddingDetector {
         let texts: Vec<_> = inputs.iter().map(|x| self.context.text(x)).collect();
         let refs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
         let windows = self.encoder.embed_windows(&refs)?;
-        let probs = self.head.probabilities(&windows.embeddings)?;
+        let probs = if self.context.embeds_prompt() {
+            let prompts: Vec<&str> = inputs.iter().map(|x| x.prompt).collect();
+            let prompts = context::prompt_embeddings(self.encoder.as_ref(), &prompts)?;
+            self.head.probabilities(&context::beside_prompt(&windows, &prompts)?)?
+        } else {
+            self.head.probabilities(&windows.embeddings)?
+        };
+        // Categories come from the response's own windows (the centroids live in the encoder's space).
         let categories = self.head.categorize(&windows.embeddings)?;
         let mut scores = vec![
             HarmScore {
