@@ -363,7 +363,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!("epoch 0: JBB-validation AUROC {best_auroc:.4} (frozen encoder, first window)");
     let mut best: Option<(usize, HashMap<String, Tensor>)> = None;
     let mut since_best = 0;
-    let mut rng = common::SplitMix(args.seed);
+    let mut rng = mllm_protector::eval::SplitMix64(args.seed);
     for epoch in 1..=args.epochs {
         // Shuffle, then bucket by length inside blocks so batches pad little but stay mixed.
         let mut order: Vec<usize> = (0..train.len()).collect();

@@ -160,7 +160,7 @@ fn sigmoid_vec(logits: &Tensor) -> candle_core::Result<Vec<f32>> {
 
 fn train_head(sizes: &[usize], train: &Embedded, val: &Embedded, args: &Args, lr: f64) -> anyhow::Result<Trained> {
     let device = Device::Cpu;
-    let mut rng = common::SplitMix(args.seed ^ (sizes.len() as u64) << 32);
+    let mut rng = mllm_protector::eval::SplitMix64(args.seed ^ (sizes.len() as u64) << 32);
     let mut layers = Vec::new();
     for pair in sizes.windows(2) {
         let (inp, out) = (pair[0], pair[1]);

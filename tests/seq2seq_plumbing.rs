@@ -9,6 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::t5;
 use mllm_protector::Error;
 use mllm_protector::detoxifier::{DetoxRequest, Detoxifier, Seq2SeqConfig, Seq2SeqDetoxifier};
+use mllm_protector::eval::SplitMix64;
 use mllm_protector::loading::ModelSource;
 use tokenizers::Tokenizer;
 use tokenizers::models::wordlevel::WordLevel;
@@ -32,22 +33,14 @@ fn write_tiny_t5(dir: &std::path::Path) {
     // VarMap initialises some weights (layer norms) to zero, which makes every logit equal: randomise them all,
     // from a fixed seed (uniform, standard deviation 0.5) so that every run tests the same model. Variables are
     // visited by name: `all_vars` follows a hash map's order.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut uniform = move || {
-        // SplitMix64
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
-    };
+    let mut rng = SplitMix64(0x2545_f491_4f6c_dd1d);
     let data = varmap.data().lock().unwrap();
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     for name in names {
         let var = &data[name];
         let n = var.elem_count();
-        let values: Vec<f32> = (0..n).map(|_| (uniform() * 2.0 - 1.0) * 0.866).collect();
+        let values: Vec<f32> = (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * 0.866).collect();
         var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
             .unwrap();
     }

@@ -192,18 +192,6 @@ pub fn weighted_bce(z: &Tensor, y: &Tensor, w: &Tensor) -> candle_core::Result<T
     (per * w)?.sum_all()? / w.sum_all()?.to_scalar::<f32>()? as f64
 }
 
-/// Deterministic uniform numbers (candle's CPU RNG cannot be seeded).
-pub struct SplitMix(pub u64);
-impl SplitMix {
-    pub fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 pub fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(

@@ -255,10 +255,11 @@ impl EmbeddingDetector {
     /// Composes an encoder and a head; their widths must agree.
     pub fn new(encoder: Arc<dyn TextEncoder>, head: ClassifierHead, name: impl Into<String>) -> Result<Self> {
         let context = head.metadata().context;
-        if context.feature_dim(encoder.dim()) != head.input_dim() {
+        let width = context.feature_dim(encoder.dim());
+        if width != head.input_dim() {
             return Err(Error::ShapeMismatch {
                 what: format!("head input vs encoder output ({context:?})"),
-                expected: context.feature_dim(encoder.dim()).to_string(),
+                expected: width.to_string(),
                 actual: head.input_dim().to_string(),
             });
         }

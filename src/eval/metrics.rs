@@ -172,6 +172,35 @@ pub fn fit_platt(logits: &[f32], labels: &[bool]) -> (f32, f32) {
     ((1.0 / a) as f32, b as f32)
 }
 
+/// SplitMix64: a small, seedable generator (no `rand` dependency in the library), for the bootstrap, for
+/// reproducible initialisation in the training examples and for the fixed random weights of test models.
+///
+/// ```
+/// use mllm_protector::eval::SplitMix64;
+/// let (mut a, mut b) = (SplitMix64(7), SplitMix64(7));
+/// assert_eq!(a.next_u64(), b.next_u64());
+/// let x = a.next_f32();
+/// assert!((0.0..1.0).contains(&x));
+/// ```
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`, from the top 24 bits.
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
 /// A 95% confidence interval of the AUROC by a cluster bootstrap: whole groups (e.g. JailbreakBench behaviours, whose
 /// responses are correlated) are resampled with replacement `resamples` times, and the 2.5th and 97.5th percentiles of
 /// the resampled AUROCs are returned. `None` when no resample has both labels. Deterministic for a given `seed`.
@@ -200,15 +229,8 @@ pub fn auroc_bootstrap_ci<G: AsRef<str>>(
     if clusters.is_empty() {
         return None;
     }
-    let mut state = seed;
-    let mut next = move || {
-        // SplitMix64: a small, seedable generator (no rand dependency in the library).
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = SplitMix64(seed);
+    let mut next = move || rng.next_u64();
     let mut values = Vec::with_capacity(resamples);
     let (mut s, mut l) = (Vec::new(), Vec::new());
     for _ in 0..resamples {

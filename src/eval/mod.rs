@@ -5,4 +5,6 @@ pub mod data;
 pub mod metrics;
 
 pub use data::{DATA_DIR_ENV, Example, Split, data_dir, split_of};
-pub use metrics::{BinaryMetrics, auroc, auroc_bootstrap_ci, binary_metrics, expected_calibration_error, fit_platt};
+pub use metrics::{
+    BinaryMetrics, SplitMix64, auroc, auroc_bootstrap_ci, binary_metrics, expected_calibration_error, fit_platt,
+};
