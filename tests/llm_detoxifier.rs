@@ -18,6 +18,22 @@ fn load(config: LlmDetoxConfig) -> LlmDetoxifier {
     LlmDetoxifier::load(&path, Some(pins::SMOLLM2_GGUF_SHA256), &Device::Cpu, config).expect("load SmolLM2")
 }
 
+/// Greedy, at most `max_new_tokens`, with a generous time bound: the test machine may be busy with other tests.
+fn bounded(max_new_tokens: usize) -> LlmDetoxifier {
+    load(LlmDetoxConfig {
+        max_new_tokens,
+        max_seconds: 120.0,
+        ..LlmDetoxConfig::default()
+    })
+}
+
+fn user(text: &str) -> [ChatMessage; 1] {
+    [ChatMessage {
+        role: "user".into(),
+        content: text.into(),
+    }]
+}
+
 #[derive(Deserialize)]
 struct Fixtures {
     published_special_ids: std::collections::BTreeMap<String, u32>,
@@ -50,27 +66,13 @@ fn tokenizer_from_gguf_matches_reference_ids_and_round_trips() {
 
 #[test]
 fn generation_is_bounded_repeatable_and_stops_at_end_of_turn() {
-    // A generous time bound: the test machine may be busy with other tests.
-    let llm = load(LlmDetoxConfig {
-        max_new_tokens: 24,
-        max_seconds: 120.0,
-        ..LlmDetoxConfig::default()
-    });
-    let messages = [ChatMessage {
-        role: "user".into(),
-        content: "Say hello in one short sentence.".into(),
-    }];
+    let llm = bounded(24);
+    let messages = user("Say hello in one short sentence.");
     let a = llm.generate(&messages).unwrap();
     assert!(a.new_tokens <= 24 && !a.text.is_empty(), "{a:?}");
     let b = llm.generate(&messages).unwrap();
     assert_eq!(a.text, b.text, "greedy and the KV cache reset between generations");
-    let short = load(LlmDetoxConfig {
-        max_new_tokens: 3,
-        max_seconds: 120.0,
-        ..LlmDetoxConfig::default()
-    })
-    .generate(&messages)
-    .unwrap();
+    let short = bounded(3).generate(&messages).unwrap();
     assert_eq!((short.new_tokens, short.stop), (3, StopReason::MaxTokens));
     let err = load(LlmDetoxConfig {
         max_seconds: 0.0,
@@ -79,6 +81,30 @@ fn generation_is_bounded_repeatable_and_stops_at_end_of_turn() {
     .generate(&messages)
     .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
+}
+
+#[test]
+fn a_prefilled_answer_starts_where_the_assistant_turn_starts() {
+    let llm = bounded(24);
+    let messages = user("Name three colours of the rainbow.");
+    let plain = llm.generate(&messages).unwrap();
+    assert_eq!(llm.generate_with_prefill(&messages, "").unwrap().text, plain.text);
+    // The prefill's ids follow the prompt's exactly as if the rendered chat and the prefill were one text: it sits
+    // right after the assistant header, with no merge across the boundary.
+    let prefill = "1. Violet";
+    let whole = format!("{}{prefill}", LlmDetoxifier::render_chat(&messages));
+    let n_whole = llm.tokenizer().encode(whole.as_str(), false).unwrap().len();
+    let n_prefill = llm.tokenizer().encode(prefill, false).unwrap().len();
+    let steered = llm.generate_with_prefill(&messages, prefill).unwrap();
+    assert_eq!(steered.prompt_tokens, plain.prompt_tokens + n_prefill);
+    assert_eq!(steered.prompt_tokens, n_whole);
+    // The turn keeps the prefill, the model goes on from it, and it changes what the model says.
+    assert!(
+        steered.text.starts_with(prefill) && steered.new_tokens > 0,
+        "{steered:?}"
+    );
+    assert!(steered.text.len() > prefill.len(), "{steered:?}");
+    assert!(!plain.text.starts_with(prefill), "{plain:?}");
 }
 
 #[test]

@@ -349,9 +349,33 @@ impl LlmDetoxifier {
 
     /// Generates an assistant turn for `messages`.
     pub fn generate(&self, messages: &[ChatMessage]) -> Result<Generation> {
+        self.generate_with_prefill(messages, "")
+    }
+
+    /// Generates an assistant turn that starts with `prefill` (the model continues that text; "prefilling" the
+    /// answer). The returned text is the whole turn, `prefill` included; `new_tokens` counts only the model's own.
+    /// The data generator uses it to collect the answers a model gives once it has started to comply.
+    ///
+    /// ```no_run
+    /// # use mllm_protector::detoxifier::{llm::ChatMessage, LlmDetoxifier};
+    /// let llm = LlmDetoxifier::load_default()?;
+    /// let msg = [ChatMessage { role: "user".into(), content: "Name three primary colours.".into() }];
+    /// let g = llm.generate_with_prefill(&msg, "1.")?;
+    /// assert!(g.text.starts_with("1."));
+    /// # Ok::<(), mllm_protector::Error>(())
+    /// ```
+    pub fn generate_with_prefill(&self, messages: &[ChatMessage], prefill: &str) -> Result<Generation> {
         let started = Instant::now();
         let deadline = Duration::from_secs_f64(self.config.max_seconds.max(0.0));
-        let (prefix_ids, rest_ids) = self.prompt_ids(messages)?;
+        let (prefix_ids, mut rest_ids) = self.prompt_ids(messages)?;
+        // Encoded on its own after the "<|im_start|>assistant\n" header, which ends in a newline: the merge across
+        // that boundary is the same as encoding the whole prompt at once.
+        let prefill_ids = if prefill.is_empty() {
+            Vec::new()
+        } else {
+            self.encode(prefill)?
+        };
+        rest_ids.extend(&prefill_ids);
         let prompt_tokens = prefix_ids.len() + rest_ids.len();
         let sampling = match self.config.temperature {
             Some(t) if t > 0.0 => match self.config.top_p {
@@ -368,15 +392,18 @@ impl LlmDetoxifier {
             rest_ids
         };
         let mut generated: Vec<u32> = Vec::new();
+        // The turn so far, for the repeat penalty: the prefill is the answer's own opening, penalised like the
+        // tokens the model writes itself (so a prefill of the model's own first words changes nothing).
+        let mut turn: Vec<u32> = prefill_ids;
         let mut stop = StopReason::MaxTokens;
         let mut input = Tensor::new(first.as_slice(), &self.device)?.unsqueeze(0)?;
         for _ in 0..self.config.max_new_tokens {
             let logits = session.forward(&input, pos)?.squeeze(0)?;
             pos += input.dim(1)?;
             let logits = logits.to_dtype(candle_core::DType::F32)?;
-            let logits = if self.config.repeat_penalty > 1.0 && !generated.is_empty() {
-                let from = generated.len().saturating_sub(self.config.repeat_last_n);
-                apply_repeat_penalty(&logits, self.config.repeat_penalty, &generated[from..])?
+            let logits = if self.config.repeat_penalty > 1.0 && !turn.is_empty() {
+                let from = turn.len().saturating_sub(self.config.repeat_last_n);
+                apply_repeat_penalty(&logits, self.config.repeat_penalty, &turn[from..])?
             } else {
                 logits
             };
@@ -386,6 +413,7 @@ impl LlmDetoxifier {
                 break;
             }
             generated.push(next);
+            turn.push(next);
             // A small model that starts looping never recovers: stop early rather than spend the whole budget.
             if generated.len() % 16 == 0 && is_degenerate(&self.decode(&generated)?) {
                 stop = StopReason::Degenerate;
@@ -400,7 +428,7 @@ impl LlmDetoxifier {
             input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
         }
         Ok(Generation {
-            text: self.decode(&generated)?.trim().to_string(),
+            text: format!("{prefill}{}", self.decode(&generated)?).trim().to_string(),
             prompt_tokens,
             new_tokens: generated.len(),
             seconds: started.elapsed().as_secs_f64(),
