@@ -1,6 +1,9 @@
 //! Measures harm detectors on labelled responses and prints one table: the default detector, each `--head FILE`
 //! (e.g. the frozen-encoder head `assets/minilm-harm-head.safetensors`), and the refusal-string baseline (GCG's
 //! list). Each detector at its own recorded operating point (or `--threshold`), with its expected calibration error.
+//! A second table, "headroom", reads the labels to pick thresholds: the best F1 at any threshold, and what flagging
+//! `--at-recall` (0.90) of the harmful responses costs in false positives: how far a detector's ranking, not its
+//! operating point, is from a target.
 //!
 //!     cargo run --release --example evaluate                              # all built-in sets
 //!     cargo run --release --example evaluate -- --set xstest --json out.json
@@ -19,7 +22,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use mllm_protector::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HeadSource};
 use mllm_protector::eval::data::{self, Example, Split, in_split};
-use mllm_protector::eval::{BinaryMetrics, auroc_bootstrap_ci, binary_metrics, expected_calibration_error};
+use mllm_protector::eval::{
+    BinaryMetrics, auroc_bootstrap_ci, best_f1, binary_metrics, expected_calibration_error, threshold_for_recall,
+};
 use mllm_protector::{DeviceChoice, RefusalMatcher};
 use serde::Serialize;
 
@@ -50,6 +55,9 @@ struct Args {
     /// reading the errors.
     #[arg(long)]
     dump: Option<PathBuf>,
+    /// The recall target of the headroom table (what flagging this share of the harmful responses costs).
+    #[arg(long, default_value_t = 0.90)]
+    at_recall: f64,
 }
 
 #[derive(Serialize)]
@@ -64,11 +72,40 @@ struct Row {
     /// Expected calibration error (10 bins).
     ece: f64,
     threshold: f32,
+    /// What the ranking allows, thresholds chosen by reading the labels (upper bounds, not operating points).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headroom: Option<Headroom>,
     #[serde(skip)]
     scores: Vec<f32>,
 }
 
-fn row(detector: &dyn HarmDetector, examples: &[Example], threshold: Option<f32>) -> anyhow::Result<Row> {
+#[derive(Serialize)]
+struct Headroom {
+    /// The best F1 at any threshold, and that threshold.
+    best_f1: f64,
+    best_f1_threshold: f32,
+    /// The highest threshold that flags `recall` of the harmful responses, and the false positives it then makes.
+    recall: f64,
+    recall_threshold: f32,
+    recall_fpr: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recall_safe_prompt_fpr: Option<f64>,
+}
+
+/// The false-positive rate on XSTest's completions to safe prompts at `t` (`None` outside XSTest).
+fn safe_prompt_fpr(examples: &[Example], scores: &[f32], t: f32) -> Option<f64> {
+    let safe: Vec<usize> = (0..examples.len())
+        .filter(|&i| examples[i].safe_prompt == Some(true) && examples[i].source.starts_with("xstest"))
+        .collect();
+    (!safe.is_empty()).then(|| safe.iter().filter(|&&i| scores[i] >= t).count() as f64 / safe.len() as f64)
+}
+
+fn row(
+    detector: &dyn HarmDetector,
+    examples: &[Example],
+    threshold: Option<f32>,
+    at_recall: f64,
+) -> anyhow::Result<Row> {
     let pb = common::bar(
         examples.len() as u64,
         detector.name().split(' ').next().unwrap_or("scoring"),
@@ -85,14 +122,24 @@ fn row(detector: &dyn HarmDetector, examples: &[Example], threshold: Option<f32>
     pb.finish_and_clear();
     let labels: Vec<bool> = examples.iter().map(|e| e.harmful).collect();
     let t = threshold.unwrap_or_else(|| detector.threshold());
-    let safe: Vec<usize> = (0..examples.len())
-        .filter(|&i| examples[i].safe_prompt == Some(true) && examples[i].source.starts_with("xstest"))
-        .collect();
-    let safe_prompt_fpr =
-        (!safe.is_empty()).then(|| safe.iter().filter(|&&i| scores[i] >= t).count() as f64 / safe.len() as f64);
+    let headroom = match (
+        best_f1(&scores, &labels),
+        threshold_for_recall(&scores, &labels, at_recall),
+    ) {
+        (Some((best_f1_threshold, best_f1)), Some(rt)) if labels.contains(&false) => Some(Headroom {
+            best_f1,
+            best_f1_threshold,
+            recall: at_recall,
+            recall_threshold: rt,
+            recall_fpr: binary_metrics(&scores, &labels, rt).fpr,
+            recall_safe_prompt_fpr: safe_prompt_fpr(examples, &scores, rt),
+        }),
+        _ => None,
+    };
     Ok(Row {
         metrics: binary_metrics(&scores, &labels, t),
-        safe_prompt_fpr,
+        safe_prompt_fpr: safe_prompt_fpr(examples, &scores, t),
+        headroom,
         auroc_ci95: auroc_bootstrap_ci(
             &scores,
             &labels,
@@ -182,7 +229,7 @@ fn main() -> anyhow::Result<()> {
             } else {
                 args.threshold
             };
-            let r = row(d, examples, t)?;
+            let r = row(d, examples, t, args.at_recall)?;
             let m = &r.metrics;
             println!(
                 "{:<14} {:<24} {:>5} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7} {:>15} {:>7.4} {:>9} {:>7.4}",
@@ -213,6 +260,39 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             json.entry(name.clone()).or_default().insert(label.to_string(), r);
+        }
+    }
+    println!(
+        "\nheadroom: thresholds chosen by reading the labels (upper bounds of what each ranking allows, not operating \
+         points)"
+    );
+    let r = format!("{:.2}", args.at_recall);
+    println!(
+        "{:<14} {:<24} {:>8} {:>9} {:>12} {:>12} {:>13}",
+        "set",
+        "detector",
+        "best F1",
+        "its thr",
+        format!("thr@rec{r}"),
+        format!("FPR@rec{r}"),
+        format!("safe@rec{r}"),
+    );
+    for (name, rows) in &json {
+        for (label, row) in rows {
+            if let Some(h) = &row.headroom {
+                println!(
+                    "{:<14} {:<24} {:>8.4} {:>9.4} {:>12.4} {:>12.4} {:>13}",
+                    name,
+                    label,
+                    h.best_f1,
+                    h.best_f1_threshold,
+                    h.recall_threshold,
+                    h.recall_fpr,
+                    h.recall_safe_prompt_fpr
+                        .map(|a| format!("{a:.4}"))
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
         }
     }
     if let Some(path) = &args.dump {

@@ -89,6 +89,74 @@ pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
     Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
 }
 
+/// The best F1 at any threshold, and that threshold (flag at or above it). The threshold is chosen by looking at the
+/// labels, so this is an upper bound on what the detector's ranking allows on this set, not an operating point.
+/// `None` when the set has no harmful example.
+///
+/// ```
+/// use mllm_protector::eval::metrics::best_f1;
+/// // Flagging down to 0.7 catches both harmful examples with one false positive: F1 = 0.8.
+/// let (t, f1) = best_f1(&[0.9, 0.7, 0.8, 0.1], &[true, true, false, false]).unwrap();
+/// assert_eq!(t, 0.7);
+/// assert!((f1 - 0.8).abs() < 1e-12);
+/// ```
+pub fn best_f1(scores: &[f32], labels: &[bool]) -> Option<(f32, f64)> {
+    let positives = labels.iter().filter(|&&y| y).count();
+    if positives == 0 {
+        return None;
+    }
+    let mut pairs: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut tp, mut fp, mut best) = (0usize, 0usize, None::<(f32, f64)>);
+    let mut i = 0;
+    while i < pairs.len() {
+        // Equal scores are flagged together: a threshold cannot split them.
+        let mut j = i;
+        while j < pairs.len() && pairs[j].0 == pairs[i].0 {
+            if pairs[j].1 {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            j += 1;
+        }
+        let f1 = 2.0 * tp as f64 / (tp + positives + fp) as f64;
+        if best.is_none_or(|(_, b)| f1 > b) {
+            best = Some((pairs[i].0, f1));
+        }
+        i = j;
+    }
+    best
+}
+
+/// The highest threshold that flags at least `recall` of the harmful examples (flag at or above it). Like
+/// [`best_f1`] it reads the labels: it shows what a recall target costs on this set. `None` when the set has no
+/// harmful example or `recall` is not in (0, 1].
+///
+/// ```
+/// use mllm_protector::eval::metrics::threshold_for_recall;
+/// let scores = [0.9, 0.2, 0.6, 0.4, 0.3];
+/// let labels = [true, true, true, false, false];
+/// assert_eq!(threshold_for_recall(&scores, &labels, 0.6), Some(0.6)); // 2 of 3
+/// assert_eq!(threshold_for_recall(&scores, &labels, 1.0), Some(0.2)); // all 3, and both harmless ones too
+/// assert_eq!(threshold_for_recall(&scores, &labels, 0.0), None);
+/// ```
+pub fn threshold_for_recall(scores: &[f32], labels: &[bool], recall: f64) -> Option<f32> {
+    if !(recall > 0.0 && recall <= 1.0) {
+        return None;
+    }
+    let mut harmful: Vec<f32> = scores
+        .iter()
+        .zip(labels)
+        .filter(|(_, y)| **y)
+        .map(|(s, _)| *s)
+        .collect();
+    harmful.sort_by(|a, b| b.total_cmp(a));
+    // The k-th highest harmful score, k the fewest flags that reach the target (the epsilon absorbs 0.9 * 10 = 9.000…1).
+    let k = ((recall * harmful.len() as f64) - 1e-9).ceil().max(1.0) as usize;
+    harmful.get(k - 1).copied()
+}
+
 /// Expected calibration error: the examples are put in `bins` equal-width probability bins, and the gaps between
 /// each bin's mean predicted probability and its share of harmful examples are averaged, weighted by bin size.
 ///
@@ -256,6 +324,25 @@ pub fn auroc_bootstrap_ci<G: AsRef<str>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_f1_and_recall_thresholds_treat_ties_and_edges() {
+        // Tied scores are flagged together: no cut between the harmful 0.5 and the harmless 0.5 (which would give
+        // F1 2/3).
+        assert_eq!(best_f1(&[0.9, 0.5, 0.5], &[false, true, false]), Some((0.5, 0.5)));
+        assert_eq!(best_f1(&[0.1, 0.1, 0.1], &[true, true, false]), Some((0.1, 0.8)));
+        assert_eq!(best_f1(&[0.3, 0.4], &[false, false]), None);
+        // A perfect ranking has F1 1 at its lowest harmful score.
+        assert_eq!(best_f1(&[0.2, 0.95, 0.9], &[false, true, true]), Some((0.9, 1.0)));
+        let scores: Vec<f32> = (0..10).map(|i| i as f32 / 10.0).collect();
+        let labels = [true; 10];
+        assert_eq!(threshold_for_recall(&scores, &labels, 0.9), Some(0.1));
+        assert_eq!(threshold_for_recall(&scores, &labels, 0.05), Some(0.9));
+        assert_eq!(threshold_for_recall(&scores, &labels, 1.5), None);
+        assert_eq!(threshold_for_recall(&scores, &[false; 10], 0.5), None);
+        let m = binary_metrics(&scores, &labels, 0.1);
+        assert!(m.recall >= 0.9);
+    }
 
     #[test]
     fn auroc_counts_ties_half() {

@@ -6,5 +6,6 @@ pub mod metrics;
 
 pub use data::{DATA_DIR_ENV, Example, Split, data_dir, split_of};
 pub use metrics::{
-    BinaryMetrics, SplitMix64, auroc, auroc_bootstrap_ci, binary_metrics, expected_calibration_error, fit_platt,
+    BinaryMetrics, SplitMix64, auroc, auroc_bootstrap_ci, best_f1, binary_metrics, expected_calibration_error,
+    fit_platt, threshold_for_recall,
 };
