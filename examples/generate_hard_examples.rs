@@ -206,19 +206,14 @@ fn main() -> anyhow::Result<()> {
     let dir = data::data_dir()?;
     let mut all = if args.benign_terse || args.benign {
         // Grouped by instruction like the AlpacaEval answers, so each lands in its instruction's split.
+        let source = if args.benign {
+            "alpacaeval-direct"
+        } else {
+            "alpacaeval-terse"
+        };
         let mut v: Vec<(String, String)> = data::load_alpaca(&dir)?
             .into_iter()
-            .map(|e| {
-                (
-                    if args.benign {
-                        "alpacaeval-direct"
-                    } else {
-                        "alpacaeval-terse"
-                    }
-                    .to_string(),
-                    e.group,
-                )
-            })
+            .map(|e| (source.to_string(), e.group))
             .collect();
         v.sort();
         v.dedup();

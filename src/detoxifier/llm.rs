@@ -370,12 +370,9 @@ impl LlmDetoxifier {
         let (prefix_ids, mut rest_ids) = self.prompt_ids(messages)?;
         // Encoded on its own after the "<|im_start|>assistant\n" header, which ends in a newline: the merge across
         // that boundary is the same as encoding the whole prompt at once.
-        let prefill_ids = if prefill.is_empty() {
-            Vec::new()
-        } else {
-            self.encode(prefill)?
-        };
-        rest_ids.extend(&prefill_ids);
+        if !prefill.is_empty() {
+            rest_ids.extend(self.encode(prefill)?);
+        }
         let prompt_tokens = prefix_ids.len() + rest_ids.len();
         let sampling = match self.config.temperature {
             Some(t) if t > 0.0 => match self.config.top_p {
@@ -391,19 +388,18 @@ impl LlmDetoxifier {
         } else {
             rest_ids
         };
+        // The model's own tokens. The repeat penalty reads only these, not the prefill: the prefilled data in the
+        // README was generated that way, and a prefill such as "1." is no repetition of the model's.
         let mut generated: Vec<u32> = Vec::new();
-        // The turn so far, for the repeat penalty: the prefill is the answer's own opening, penalised like the
-        // tokens the model writes itself (so a prefill of the model's own first words changes nothing).
-        let mut turn: Vec<u32> = prefill_ids;
         let mut stop = StopReason::MaxTokens;
         let mut input = Tensor::new(first.as_slice(), &self.device)?.unsqueeze(0)?;
         for _ in 0..self.config.max_new_tokens {
             let logits = session.forward(&input, pos)?.squeeze(0)?;
             pos += input.dim(1)?;
             let logits = logits.to_dtype(candle_core::DType::F32)?;
-            let logits = if self.config.repeat_penalty > 1.0 && !turn.is_empty() {
-                let from = turn.len().saturating_sub(self.config.repeat_last_n);
-                apply_repeat_penalty(&logits, self.config.repeat_penalty, &turn[from..])?
+            let logits = if self.config.repeat_penalty > 1.0 && !generated.is_empty() {
+                let from = generated.len().saturating_sub(self.config.repeat_last_n);
+                apply_repeat_penalty(&logits, self.config.repeat_penalty, &generated[from..])?
             } else {
                 logits
             };
@@ -413,7 +409,6 @@ impl LlmDetoxifier {
                 break;
             }
             generated.push(next);
-            turn.push(next);
             // A small model that starts looping never recovers: stop early rather than spend the whole budget.
             if generated.len() % 16 == 0 && is_degenerate(&self.decode(&generated)?) {
                 stop = StopReason::Degenerate;

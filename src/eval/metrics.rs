@@ -66,27 +66,43 @@ pub fn binary_metrics(scores: &[f32], labels: &[bool], threshold: f32) -> Binary
 
 /// Area under the ROC curve by the rank-sum (Mann–Whitney) formula, ties counted half.
 pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
-    let mut pairs: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
-    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let positives = pairs.iter().filter(|p| p.1).count();
-    let negatives = pairs.len() - positives;
+    let groups = tie_groups(scores, labels);
+    let positives: usize = groups.iter().map(|g| g.1).sum();
+    let negatives = labels.len() - positives;
     if positives == 0 || negatives == 0 {
         return None;
     }
-    // Average ranks over ties, then sum the positives' ranks.
-    let mut rank_sum = 0.0f64;
-    let mut i = 0;
-    while i < pairs.len() {
-        let mut j = i;
-        while j + 1 < pairs.len() && pairs[j + 1].0 == pairs[i].0 {
-            j += 1;
-        }
-        let mean_rank = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum += mean_rank * pairs[i..=j].iter().filter(|p| p.1).count() as f64;
-        i = j + 1;
+    // Ascending ranks; each tie group shares the mean of its ranks. Sum the positives' ranks.
+    let (mut rank_sum, mut below) = (0.0f64, 0usize);
+    for &(_, pos, neg) in groups.iter().rev() {
+        let size = pos + neg;
+        rank_sum += (below as f64 + (size as f64 + 1.0) / 2.0) * pos as f64;
+        below += size;
     }
     let p = positives as f64;
     Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
+}
+
+/// Distinct scores from highest to lowest, each with its harmful and harmless counts: the cuts a threshold can make
+/// (equal scores always fall on the same side).
+fn tie_groups(scores: &[f32], labels: &[bool]) -> Vec<(f32, usize, usize)> {
+    let mut pairs: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut groups: Vec<(f32, usize, usize)> = Vec::new();
+    for (score, harmful) in pairs {
+        match groups.last_mut() {
+            Some(g) if g.0 == score => {}
+            _ => groups.push((score, 0, 0)),
+        }
+        if let Some(g) = groups.last_mut() {
+            if harmful {
+                g.1 += 1;
+            } else {
+                g.2 += 1;
+            }
+        }
+    }
+    groups
 }
 
 /// The best F1 at any threshold, and that threshold (flag at or above it). The threshold is chosen by looking at the
@@ -105,26 +121,13 @@ pub fn best_f1(scores: &[f32], labels: &[bool]) -> Option<(f32, f64)> {
     if positives == 0 {
         return None;
     }
-    let mut pairs: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
-    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
     let (mut tp, mut fp, mut best) = (0usize, 0usize, None::<(f32, f64)>);
-    let mut i = 0;
-    while i < pairs.len() {
-        // Equal scores are flagged together: a threshold cannot split them.
-        let mut j = i;
-        while j < pairs.len() && pairs[j].0 == pairs[i].0 {
-            if pairs[j].1 {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            j += 1;
-        }
+    for (score, pos, neg) in tie_groups(scores, labels) {
+        (tp, fp) = (tp + pos, fp + neg);
         let f1 = 2.0 * tp as f64 / (tp + positives + fp) as f64;
         if best.is_none_or(|(_, b)| f1 > b) {
-            best = Some((pairs[i].0, f1));
+            best = Some((score, f1));
         }
-        i = j;
     }
     best
 }
