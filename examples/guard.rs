@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use mllm_protector::canonical::ViewKind;
 use mllm_protector::{DeviceChoice, FailurePolicy, Image, Protector, Verdict};
 
 #[derive(Parser, Debug)]
@@ -32,9 +33,9 @@ struct Args {
     /// Override the detector's threshold.
     #[arg(long)]
     threshold: Option<f32>,
-    /// Replace harmful responses by the fixed template instead of the LLM rewrite.
+    /// Rewrite harmful responses with the LLM rewriter (opt-in; default: the fixed template).
     #[arg(long)]
-    template_only: bool,
+    rewriter: bool,
     /// Show the response unchanged when the detector cannot decide (default: fail closed).
     #[arg(long)]
     fail_open: bool,
@@ -51,8 +52,8 @@ fn run(args: &Args) -> mllm_protector::Result<()> {
     if let Some(t) = args.threshold {
         builder = builder.threshold(t);
     }
-    if args.template_only {
-        builder = builder.template_only();
+    if args.rewriter {
+        builder = builder.rewriter();
     }
     if args.fail_open {
         builder = builder.on_undecided(FailurePolicy::FailOpen);
@@ -78,6 +79,9 @@ fn run(args: &Args) -> mllm_protector::Result<()> {
             "rewrite_score": outcome.rewrite_score,
             "note": outcome.note,
             "image": outcome.image,
+            "view": outcome.view,
+            "language": outcome.language,
+            "category": outcome.category,
         });
         println!(
             "{}",
@@ -93,6 +97,12 @@ fn run(args: &Args) -> mllm_protector::Result<()> {
             outcome.verdict, outcome.threshold
         );
         println!("action:    {:?}", outcome.action);
+        if outcome.view != ViewKind::Original {
+            println!("read as:   {} (the view that scored highest)", outcome.view);
+        }
+        if let Some(language) = outcome.language {
+            println!("language:  {}", language.eng_name());
+        }
         if let Some(image) = &outcome.image {
             println!("image:     {}x{} {}", image.width, image.height, image.format);
         }

@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod canonical;
 pub mod detector;
 pub mod detoxifier;
 pub mod device;

@@ -170,7 +170,7 @@ mod tests {
                 }
             }
             let embeddings = Tensor::from_vec(rows, (owner.len(), 3), &candle_core::Device::Cpu)?;
-            Ok(WindowEmbeddings { embeddings, owner })
+            Ok(WindowEmbeddings::new(embeddings, owner))
         }
     }
 

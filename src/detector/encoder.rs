@@ -26,6 +26,12 @@ pub struct Windowing {
     /// inside the fixed windows: alone they carry too little context to be judged.
     #[serde(default)]
     pub min_paragraph_tokens: usize,
+    /// In a text longer than one window, spans of this many consecutive sentences (each sentence shared by two
+    /// neighbouring spans) are also read on their own, so one harmful sentence inside a long harmless answer is not
+    /// diluted by its neighbours; 0 turns span reading off. A text that fits one window is not split: its whole
+    /// text is one window already, and most answers are that short, so they pay nothing for spans.
+    #[serde(default)]
+    pub span_sentences: usize,
 }
 
 impl Default for Windowing {
@@ -34,6 +40,7 @@ impl Default for Windowing {
             max_tokens: 256,
             overlap: 64,
             min_paragraph_tokens: 48,
+            span_sentences: 0,
         }
     }
 }
@@ -198,6 +205,21 @@ pub struct WindowEmbeddings {
     pub embeddings: Tensor,
     /// For each row, the index of the text it came from.
     pub owner: Vec<usize>,
+    /// For each row, whether it is a short span of sentences ([`Windowing::span_sentences`]) rather than a fixed
+    /// window or a paragraph: a detector may hold spans to a stricter threshold.
+    pub span: Vec<bool>,
+}
+
+impl WindowEmbeddings {
+    /// Rows with their owners, none of them a span.
+    pub fn new(embeddings: Tensor, owner: Vec<usize>) -> Self {
+        let span = vec![false; owner.len()];
+        WindowEmbeddings {
+            embeddings,
+            owner,
+            span,
+        }
+    }
 }
 
 /// Something that turns texts into fixed-size vectors, window by window. The harm detector's head sits on top.
@@ -361,6 +383,11 @@ impl SentenceEncoder {
     /// arbitrary points and mix them with their neighbours; a harmful paragraph inside a long harmless text would be
     /// diluted in every fixed window, but read alone it is not.
     pub fn token_windows(&self, text: &str) -> Result<Vec<Vec<u32>>> {
+        Ok(self.windows_and_spans(text)?.0)
+    }
+
+    /// [`token_windows`](Self::token_windows), and the index where the short spans start (they come last).
+    fn windows_and_spans(&self, text: &str) -> Result<(Vec<Vec<u32>>, usize)> {
         let ids = self.encode(text)?;
         let body = self.windowing.max_tokens - 2;
         let step = body - self.windowing.overlap;
@@ -385,7 +412,18 @@ impl SentenceEncoder {
                 }
             }
         }
-        Ok(windows)
+        let first_span = windows.len();
+        if windows.len() > 1 && self.windowing.span_sentences > 0 {
+            for span in sentence_spans(text, self.windowing.span_sentences) {
+                let mut ids = self.encode(span)?;
+                ids.truncate(body);
+                let window = self.wrap(&ids);
+                if ids.len() >= MIN_SPAN_TOKENS && !windows.contains(&window) {
+                    windows.push(window);
+                }
+            }
+        }
+        Ok((windows, first_span))
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -462,16 +500,75 @@ impl TextEncoder for SentenceEncoder {
     fn embed_windows(&self, texts: &[&str]) -> Result<WindowEmbeddings> {
         let mut all = Vec::new();
         let mut owner = Vec::new();
+        let mut span = Vec::new();
         for (i, text) in texts.iter().enumerate() {
-            let windows = self.token_windows(text)?;
+            let (windows, first_span) = self.windows_and_spans(text)?;
             owner.extend(std::iter::repeat_n(i, windows.len()));
+            span.extend((0..windows.len()).map(|w| w >= first_span));
             all.extend(windows);
         }
         Ok(WindowEmbeddings {
             embeddings: self.embed_token_windows(&all)?,
             owner,
+            span,
         })
     }
+}
+
+/// A span shorter than this (a heading, a list number) carries too little to be judged alone.
+const MIN_SPAN_TOKENS: usize = 8;
+
+/// Spans of `n` consecutive sentences, starting every `n - 1` sentences (so each pair of neighbouring sentences is
+/// whole in some span), as slices of `text`. A sentence ends after `.`, `!` or `?` followed by whitespace, or at a
+/// line break.
+///
+/// ```
+/// use mllm_protector::detector::encoder::sentence_spans;
+/// let spans = sentence_spans("One. Two! Three? Four.\nFive", 2);
+/// assert_eq!(spans, ["One. Two!", "Two! Three?", "Three? Four.", "Four.\nFive"]);
+/// ```
+pub fn sentence_spans(text: &str, n: usize) -> Vec<&str> {
+    // Sentence boundaries as byte ranges of `text`, whitespace between sentences excluded.
+    let mut sentences: Vec<(usize, usize)> = Vec::new();
+    let mut start = None;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if start.is_none() && !c.is_whitespace() {
+            start = Some(i);
+        }
+        let next_is_space = chars.peek().is_none_or(|&(_, n)| n.is_whitespace());
+        let ends = c == '\n' || (matches!(c, '.' | '!' | '?') && next_is_space);
+        if let (true, Some(s)) = (ends, start) {
+            let end = if c == '\n' { i } else { i + c.len_utf8() };
+            if text[s..end].trim().is_empty() {
+                start = None;
+                continue;
+            }
+            sentences.push((s, end));
+            start = None;
+        }
+    }
+    if let Some(s) = start {
+        let end = text.trim_end().len();
+        if end > s {
+            sentences.push((s, end));
+        }
+    }
+    if n == 0 || sentences.is_empty() {
+        return Vec::new();
+    }
+    let step = n.saturating_sub(1).max(1);
+    let mut spans = Vec::new();
+    let mut first = 0;
+    loop {
+        let last = (first + n).min(sentences.len()) - 1;
+        spans.push(&text[sentences[first].0..sentences[last].1]);
+        if last + 1 >= sentences.len() {
+            break;
+        }
+        first += step;
+    }
+    spans
 }
 
 /// Mean over the tokens the mask keeps, then L2 normalisation (sentence-transformers' Pooling + Normalize).

@@ -253,19 +253,41 @@ impl ClassifierHead {
         Ok(self)
     }
 
-    /// The nearest category (cosine to the category centroids) of each embedding row; `None` when the head has no
+    /// The nearest category (cosine to the category centroids) of each embedding row, with its margin: how far its
+    /// cosine is ahead of the second nearest (1.0 when the head has one category); `None` when the head has no
     /// categories.
-    pub fn categorize(&self, embeddings: &Tensor) -> Result<Option<Vec<HarmCategory>>> {
+    pub fn categorize(&self, embeddings: &Tensor) -> Result<Option<Vec<(HarmCategory, f32)>>> {
         let Some(centroids) = &self.centroids else {
             return Ok(None);
         };
         if embeddings.dim(0)? == 0 {
             return Ok(Some(Vec::new()));
         }
-        let best = embeddings.matmul(&centroids.t()?)?.argmax(1)?.to_vec1::<u32>()?;
-        Ok(Some(
-            best.into_iter().map(|i| self.metadata.categories[i as usize]).collect(),
-        ))
+        let cosines = embeddings.matmul(&centroids.t()?)?.to_vec2::<f32>()?;
+        let mut out = Vec::with_capacity(cosines.len());
+        for row in cosines {
+            let (mut best, mut first, mut second) = (0usize, f32::NEG_INFINITY, f32::NEG_INFINITY);
+            for (i, &c) in row.iter().enumerate() {
+                if c > first {
+                    (second, first, best) = (first, c, i);
+                } else if c > second {
+                    second = c;
+                }
+            }
+            let category = self
+                .metadata
+                .categories
+                .get(best)
+                .copied()
+                .ok_or_else(|| Error::ShapeMismatch {
+                    what: "category centroids".into(),
+                    expected: format!("{} rows", self.metadata.categories.len()),
+                    actual: format!("row {best}"),
+                })?;
+            let margin = if second.is_finite() { first - second } else { 1.0 };
+            out.push((category, margin));
+        }
+        Ok(Some(out))
     }
 
     /// The head's metadata.

@@ -50,6 +50,7 @@ pub const LLM_WINDOWING: Windowing = Windowing {
     max_tokens: 128,
     overlap: 0,
     min_paragraph_tokens: 0,
+    span_sentences: 0,
 };
 
 impl LlmBackboneEncoder {
@@ -199,7 +200,7 @@ impl TextEncoder for LlmBackboneEncoder {
         } else {
             Tensor::stack(&rows, 0)?
         };
-        Ok(WindowEmbeddings { embeddings, owner })
+        Ok(WindowEmbeddings::new(embeddings, owner))
     }
 }
 

@@ -4,6 +4,7 @@
 //! (a sentence encoder, [`TextEncoder`], with a trained [`ClassifierHead`] over its embeddings) and
 //! [`RefusalMatcher`] the string-matching baseline it is measured against.
 
+pub mod canonical;
 pub mod category;
 pub mod context;
 pub mod encoder;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use canonical::{CanonicalDetector, LanguagePolicy};
 pub use category::HarmCategory;
 pub use context::ScoringContext;
 pub use encoder::{SentenceEncoder, TextEncoder, WeightDelta, WindowEmbeddings, Windowing};
@@ -23,6 +25,7 @@ pub use head::{ClassifierHead, DeltaStorage, EncoderIdentity, EncoderKind, HeadM
 pub use llm_backbone::LlmBackboneEncoder;
 pub use refusal::RefusalMatcher;
 
+use crate::canonical::{CanonicalConfig, Language, ViewKind};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::loading::{ModelSource, default_models_dir, pins};
@@ -57,9 +60,20 @@ pub struct HarmScore {
     pub windows: usize,
     /// The window that scored highest (0-based).
     pub worst_window: usize,
-    /// The harm category of that window, when the detector names categories.
+    /// The harm category of that window, when the detector names one with confidence (see
+    /// [`DetectorConfig::min_category_margin`]).
     #[serde(default)]
     pub category: Option<HarmCategory>,
+    /// How far the named category's centroid is ahead of the next one (cosine gap), when categories are named.
+    #[serde(default)]
+    pub category_margin: Option<f32>,
+    /// Which reading of the response decided the score: the original, or a canonical view (e.g. leetspeak) that a
+    /// [`CanonicalDetector`] scored higher.
+    #[serde(default)]
+    pub view: ViewKind,
+    /// The response's language, when a [`CanonicalDetector`] found it is not English.
+    #[serde(default)]
+    pub language: Option<Language>,
 }
 
 impl HarmScore {
@@ -70,6 +84,9 @@ impl HarmScore {
             windows: 1,
             worst_window: 0,
             category: None,
+            category_margin: None,
+            view: ViewKind::Original,
+            language: None,
         }
     }
 }
@@ -143,6 +160,37 @@ pub enum HeadSource {
     File(PathBuf),
 }
 
+/// Sentences per span in the default configuration (see [`DetectorConfig::span_sentences`]).
+pub const DEFAULT_SPAN_SENTENCES: usize = 3;
+
+/// The default [`DetectorConfig::span_threshold`].
+pub const DEFAULT_SPAN_THRESHOLD: f32 = 0.95;
+
+/// The default [`DetectorConfig::min_category_margin`], chosen on JBB validation (`evaluate --set jbb-val
+/// --categories`).
+pub const DEFAULT_MIN_CATEGORY_MARGIN: f32 = 0.05;
+
+/// A span's probability on the head's scale: `strict` maps to `threshold`, 0 to 0 and 1 to 1, linearly between,
+/// so a span crosses the head's threshold exactly when it reaches `strict` (NaN stays NaN).
+///
+/// ```
+/// use mllm_protector::detector::span_probability;
+/// assert_eq!(span_probability(0.95, 0.75, 0.95), 0.75);
+/// assert!(span_probability(0.9, 0.75, 0.95) < 0.75);
+/// assert_eq!(span_probability(1.0, 0.75, 0.95), 1.0);
+/// ```
+pub fn span_probability(p: f32, threshold: f32, strict: f32) -> f32 {
+    if strict <= threshold {
+        p
+    } else if p < strict {
+        p * threshold / strict
+    } else if strict >= 1.0 {
+        threshold
+    } else {
+        threshold + (p - strict) * (1.0 - threshold) / (1.0 - strict)
+    }
+}
+
 /// Configuration of the default detector; every field has a default, so `{}` is a valid config.
 ///
 /// ```
@@ -154,7 +202,8 @@ pub enum HeadSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DetectorConfig {
-    /// The encoder's files (default: `<models dir>/all-MiniLM-L6-v2`).
+    /// The encoder's files (default: `<models dir>/all-MiniLM-L6-v2`, else the hub's
+    /// `sentence-transformers/all-MiniLM-L6-v2`: its local cache, or a download with the `hub` feature).
     pub encoder: ModelSource,
     /// The head (default: the embedded one).
     pub head: HeadSource,
@@ -165,18 +214,38 @@ pub struct DetectorConfig {
     /// The GGUF read by a head trained on an LLM backbone ([`EncoderKind::LlmLastToken`]; default: the
     /// SmolLM2-135M-Instruct file in the models folder).
     pub backbone: PathBuf,
+    /// Sentences per short span read in a long response (overrides the head's recorded windowing; `None`: as
+    /// recorded, `Some(0)`: off). See [`Windowing::span_sentences`].
+    pub span_sentences: Option<usize>,
+    /// A short span ([`DetectorConfig::span_sentences`]) counts as harmful only at or above this probability (its
+    /// score is mapped monotonically so that this value lands on the head's threshold); `None`: the head's own
+    /// threshold. Spans are read out of their context, where harmless text scores higher than in whole windows, so
+    /// they need a stricter bar. Chosen on validation (README, Evaluation).
+    pub span_threshold: Option<f32>,
+    /// A category is named only when its centroid is at least this far (cosine) ahead of the next; else the
+    /// response gets no category and the template speaks generically.
+    pub min_category_margin: f32,
+    /// The canonical views the default [`CanonicalDetector`] reads besides the original.
+    pub canonical: CanonicalConfig,
+    /// What the default [`CanonicalDetector`] does with a response in a language the encoder cannot read.
+    pub language_policy: LanguagePolicy,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
-            encoder: ModelSource::Dir(default_models_dir().join(pins::MINILM_DIR_NAME)),
+            encoder: ModelSource::dir_or_hub(default_models_dir().join(pins::MINILM_DIR_NAME), pins::MINILM_HUB_REPO),
             head: HeadSource::Embedded,
             device: DeviceChoice::Cpu,
             verify_checksum: true,
             backbone: default_models_dir()
                 .join(pins::SMOLLM2_DIR_NAME)
                 .join(pins::SMOLLM2_GGUF_FILE),
+            span_sentences: Some(DEFAULT_SPAN_SENTENCES),
+            span_threshold: Some(DEFAULT_SPAN_THRESHOLD),
+            min_category_margin: DEFAULT_MIN_CATEGORY_MARGIN,
+            canonical: CanonicalConfig::default(),
+            language_policy: LanguagePolicy::default(),
         }
     }
 }
@@ -198,6 +267,8 @@ pub struct EmbeddingDetector {
     head: ClassifierHead,
     context: ScoringContext,
     name: String,
+    min_category_margin: f32,
+    span_threshold: Option<f32>,
 }
 
 impl std::fmt::Debug for EmbeddingDetector {
@@ -233,11 +304,15 @@ impl EmbeddingDetector {
         };
         let meta = head.metadata();
         let expected = config.verify_checksum.then_some(meta.encoder.weights_sha256.as_str());
+        let mut windowing = meta.encoder.windowing;
+        if let Some(n) = config.span_sentences {
+            windowing.span_sentences = n;
+        }
         let encoder: Arc<dyn TextEncoder> = match meta.encoder.kind {
             EncoderKind::SentenceTransformer => Arc::new(SentenceEncoder::load_with_delta(
                 &config.encoder,
                 &device,
-                meta.encoder.windowing,
+                windowing,
                 expected,
                 head.encoder_delta().as_ref(),
             )?),
@@ -249,7 +324,10 @@ impl EmbeddingDetector {
             )?),
         };
         let name = format!("{} + {}-layer head", meta.encoder.name, meta.layer_sizes.len() - 1);
-        Self::new(encoder, head, name)
+        let mut detector = Self::new(encoder, head, name)?;
+        detector.min_category_margin = config.min_category_margin;
+        detector.span_threshold = config.span_threshold;
+        Ok(detector)
     }
 
     /// Composes an encoder and a head; their widths must agree.
@@ -268,6 +346,8 @@ impl EmbeddingDetector {
             head,
             context,
             name: name.into(),
+            min_category_margin: DEFAULT_MIN_CATEGORY_MARGIN,
+            span_threshold: None,
         })
     }
 
@@ -279,6 +359,18 @@ impl EmbeddingDetector {
     /// The encoder in use.
     pub fn encoder(&self) -> &Arc<dyn TextEncoder> {
         &self.encoder
+    }
+
+    /// Holds short spans to this threshold (see [`DetectorConfig::span_threshold`]).
+    pub fn with_span_threshold(mut self, threshold: Option<f32>) -> Self {
+        self.span_threshold = threshold;
+        self
+    }
+
+    /// Names a category only when its margin is at least `margin` (see [`DetectorConfig::min_category_margin`]).
+    pub fn with_min_category_margin(mut self, margin: f32) -> Self {
+        self.min_category_margin = margin;
+        self
     }
 }
 
@@ -310,13 +402,16 @@ impl HarmDetector for EmbeddingDetector {
         let mut scores = vec![
             HarmScore {
                 probability: f32::NEG_INFINITY,
-                windows: 0,
-                worst_window: 0,
-                category: None,
+                ..HarmScore::single(0.0)
             };
             inputs.len()
         ];
+        let threshold = self.head.metadata().threshold;
         for (row, (&owner, &p)) in windows.owner.iter().zip(&probs).enumerate() {
+            let p = match (self.span_threshold, windows.span.get(row)) {
+                (Some(strict), Some(true)) => span_probability(p, threshold, strict),
+                _ => p,
+            };
             let score = scores.get_mut(owner).ok_or_else(|| Error::ShapeMismatch {
                 what: "window owner".into(),
                 expected: format!("< {}", inputs.len()),
@@ -326,7 +421,11 @@ impl HarmDetector for EmbeddingDetector {
             if !score.probability.is_nan() && (p.is_nan() || p > score.probability) {
                 score.probability = p;
                 score.worst_window = score.windows;
-                score.category = categories.as_ref().and_then(|c| c.get(row).copied());
+                let named = categories.as_ref().and_then(|c| c.get(row).copied());
+                score.category_margin = named.map(|(_, margin)| margin);
+                score.category = named
+                    .filter(|&(_, margin)| margin >= self.min_category_margin)
+                    .map(|(category, _)| category);
             }
             score.windows += 1;
         }

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 pub use layer::{Generate, GuardLayer, Guarded, GuardedError};
 
-use crate::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmCategory, HarmDetector, HarmScore};
+use crate::canonical::{Language, ViewKind};
+use crate::detector::{CanonicalDetector, DetectionInput, DetectorConfig, HarmCategory, HarmDetector, HarmScore};
 use crate::detoxifier::verify::{FallbackReason, complies, is_degenerate, rouge_l_f1};
 use crate::detoxifier::{DetoxKind, DetoxRequest, Detoxifier, LlmDetoxifier, TemplateDetoxifier};
 use crate::device::DeviceChoice;
@@ -139,6 +140,11 @@ pub struct GuardOutcome {
     pub category: Option<HarmCategory>,
     /// The image, when one was given.
     pub image: Option<ImageInfo>,
+    /// Which reading of the response decided the score: the original, or a canonical view such as leetspeak or
+    /// base64 (the disguise the detector saw through).
+    pub view: ViewKind,
+    /// The response's language, when the detector found it is not English.
+    pub language: Option<Language>,
 }
 
 impl GuardOutcome {
@@ -188,8 +194,9 @@ impl std::fmt::Debug for Protector {
 }
 
 impl Protector {
-    /// The default protector: all-MiniLM-L6-v2 detector from the local models folder with the embedded head, the
-    /// SmolLM2 rewriter when its model is present (else the template), every rewrite verified, fail-closed.
+    /// The default protector: the all-MiniLM-L6-v2 detector with the embedded head, reading canonical views
+    /// ([`CanonicalDetector`]); the template detoxifier (a fixed refusal: it can never be worse than the harmful
+    /// answer it replaces); fail-closed. The LLM rewriter is opt-in: [`ProtectorBuilder::rewriter`].
     pub fn new() -> Result<Self> {
         Self::builder().build()
     }
@@ -299,9 +306,16 @@ impl Protector {
     }
 
     fn decide(&self, r: &GuardRequest<'_>, image: Option<ImageInfo>, score: Result<HarmScore, String>) -> GuardOutcome {
+        let language = score.as_ref().ok().and_then(|s| s.language);
+        let view = score.as_ref().map(|s| s.view).unwrap_or_default();
         let score = score.and_then(|s| {
             if s.probability.is_finite() && (0.0..=1.0).contains(&s.probability) {
                 Ok(s)
+            } else if let (Some(language), true) = (s.language, s.probability.is_nan()) {
+                Err(format!(
+                    "the response is in {}, and the detector reads English only",
+                    language.eng_name()
+                ))
             } else {
                 Err(format!(
                     "the detector returned an invalid probability ({})",
@@ -324,6 +338,8 @@ impl Protector {
             windows: 0,
             category: None,
             image,
+            view,
+            language,
         };
         match score {
             Err(reason) => {
@@ -447,6 +463,7 @@ impl Protector {
 ///     .build()?;
 /// # Ok::<(), mllm_protector::Error>(())
 /// ```
+#[derive(Default)]
 pub struct ProtectorBuilder {
     use_llm: bool,
     detector: Option<Arc<dyn HarmDetector>>,
@@ -456,23 +473,21 @@ pub struct ProtectorBuilder {
     config: ProtectorConfig,
 }
 
-impl Default for ProtectorBuilder {
-    fn default() -> Self {
-        ProtectorBuilder {
-            use_llm: true,
-            detector: None,
-            detoxifier: None,
-            fallback: TemplateDetoxifier::default(),
-            detector_config: DetectorConfig::default(),
-            config: ProtectorConfig::default(),
-        }
-    }
-}
-
 impl ProtectorBuilder {
-    /// Uses the template only, even when the default LLM rewriter's model is present.
+    /// Uses the template only (the default; undoes [`rewriter`](Self::rewriter) and [`detoxifier`](Self::detoxifier)).
     pub fn template_only(mut self) -> Self {
         self.use_llm = false;
+        self.detoxifier = None;
+        self
+    }
+
+    /// Opts in to the LLM rewriter: [`LlmDetoxifier::load_default`] (SmolLM2-135M-Instruct from the models folder)
+    /// rewrites harmful answers, each rewrite verified and replaced by the template when it fails. Not the default:
+    /// measured on the JailbreakBench test answers it is accepted for about a quarter of them, and a hand check found
+    /// accepted rewrites that were still harmful (README, Limitations). A missing model file is an error at
+    /// [`build`](Self::build).
+    pub fn rewriter(mut self) -> Self {
+        self.use_llm = true;
         self.detoxifier = None;
         self
     }
@@ -513,8 +528,7 @@ impl ProtectorBuilder {
         self
     }
 
-    /// Uses this detoxifier (default: [`LlmDetoxifier`] on SmolLM2 when its model is in the models folder, else
-    /// [`TemplateDetoxifier`]).
+    /// Uses this detoxifier (default: the [`TemplateDetoxifier`]; [`rewriter`](Self::rewriter) for the LLM one).
     pub fn detoxifier(mut self, detoxifier: impl Detoxifier + 'static) -> Self {
         self.detoxifier = Some(Arc::new(detoxifier));
         self
@@ -554,7 +568,7 @@ impl ProtectorBuilder {
     pub fn build(self) -> Result<Protector> {
         let detector: Arc<dyn HarmDetector> = match self.detector {
             Some(d) => d,
-            None => Arc::new(EmbeddingDetector::load(&self.detector_config)?),
+            None => Arc::new(CanonicalDetector::load(&self.detector_config)?),
         };
         let threshold = self.config.threshold.unwrap_or_else(|| detector.threshold());
         if !(threshold.is_finite() && threshold > 0.0 && threshold <= 1.0) {
@@ -571,9 +585,9 @@ impl ProtectorBuilder {
         }
         let detoxifier: Arc<dyn Detoxifier> = match self.detoxifier {
             Some(d) => d,
-            // The LLM rewriter when its model is in the models folder, else the template. A present but broken
-            // model file is an error, not a silent downgrade.
-            None if self.use_llm && LlmDetoxifier::default_model_present() => Arc::new(LlmDetoxifier::load_default()?),
+            // The LLM rewriter only when asked for; then a missing or broken model file is an error, not a silent
+            // downgrade.
+            None if self.use_llm => Arc::new(LlmDetoxifier::load_default()?),
             None => Arc::new(self.fallback.clone()),
         };
         Ok(Protector {

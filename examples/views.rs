@@ -1,0 +1,42 @@
+//! Prints the canonical views of a text (what the detector reads besides the text as written) and, with the
+//! models present, each view's harm score.
+//!
+//!     cargo run --release --example views -- "T0 m4k3 1t, f1rst 0bt41n th3 p4rts"
+//!     cargo run --release --example views -- --no-score "SGVsbG8gd29ybGQ="
+
+use clap::Parser;
+use mllm_protector::canonical::{Canonicalizer, detect_language};
+use mllm_protector::detector::{DetectionInput, EmbeddingDetector, HarmDetector};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The text to read.
+    text: String,
+    /// Only print the views (no model needed).
+    #[arg(long)]
+    no_score: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let views = Canonicalizer::default().views(&args.text);
+    let language = detect_language(&args.text);
+    println!("language: {}", language.map(|l| l.eng_name()).unwrap_or("not named"));
+    let detector = if args.no_score {
+        None
+    } else {
+        Some(EmbeddingDetector::load_default()?)
+    };
+    let score = |text: &str| -> anyhow::Result<String> {
+        Ok(match &detector {
+            Some(d) => format!("{:.4}", d.score(DetectionInput::response(text))?.probability),
+            None => "-".into(),
+        })
+    };
+    println!("{:<11} {:>7}  text", "view", "score");
+    println!("{:<11} {:>7}  {}", "original", score(&args.text)?, args.text);
+    for view in &views {
+        println!("{:<11} {:>7}  {}", view.kind.name(), score(&view.text)?, view.text);
+    }
+    Ok(())
+}

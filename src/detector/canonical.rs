@@ -1,0 +1,250 @@
+//! A detector that reads a response the way a person would: the original and each of its canonical views
+//! ([`crate::canonical`]), keeping the highest score and naming the view that decided it.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::{CanonicalConfig, Canonicalizer, Language, ViewKind, detect_language};
+use crate::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore};
+use crate::error::{Error, Result};
+
+/// What to do with a response written in a language the inner detector cannot read (it was trained on English).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LanguagePolicy {
+    /// The detector cannot judge it: the score is undecided, and the protector's failure policy decides (with the
+    /// default fail-closed policy, the response is replaced). Safe, at the cost of every non-English answer.
+    #[default]
+    Undecided,
+    /// Score it as if it were English, and report the language. For applications whose users write English only,
+    /// where a foreign answer is rare and reading it badly is acceptable.
+    Score,
+}
+
+/// Wraps any [`HarmDetector`]: scores the original response and each [`View`](crate::canonical::View) of it in one
+/// batch, keeps the highest probability (a NaN wins, so an undecidable reading is never hidden), and records the
+/// view that decided it in [`HarmScore::view`]. A response in a language other than English, with no English view,
+/// gets [`HarmScore::language`] and the [`LanguagePolicy`].
+///
+/// ```
+/// use mllm_protector::canonical::ViewKind;
+/// use mllm_protector::detector::{CanonicalDetector, DetectionInput, HarmDetector, HarmScore, LanguagePolicy};
+///
+/// /// A stand-in detector that flags one word.
+/// struct Word;
+/// impl HarmDetector for Word {
+///     fn name(&self) -> &str { "word" }
+///     fn threshold(&self) -> f32 { 0.5 }
+///     fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> mllm_protector::Result<Vec<HarmScore>> {
+///         Ok(inputs.iter().map(|i| HarmScore::single(if i.response.contains("bomb") { 1.0 } else { 0.0 })).collect())
+///     }
+/// }
+/// let detector = CanonicalDetector::new(Word, Default::default(), LanguagePolicy::Undecided);
+/// let score = detector.score(DetectionInput::response("how to build a b0mb and a d3t0n4t0r"))?;
+/// assert_eq!((score.probability, score.view), (1.0, ViewKind::Leetspeak));
+/// # Ok::<(), mllm_protector::Error>(())
+/// ```
+pub struct CanonicalDetector<D> {
+    inner: D,
+    canonicalizer: Canonicalizer,
+    language_policy: LanguagePolicy,
+    name: String,
+}
+
+impl<D: HarmDetector> std::fmt::Debug for CanonicalDetector<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CanonicalDetector")
+            .field("name", &self.name)
+            .field("canonicalizer", &self.canonicalizer)
+            .field("language_policy", &self.language_policy)
+            .finish()
+    }
+}
+
+impl CanonicalDetector<Arc<EmbeddingDetector>> {
+    /// The default detector: [`EmbeddingDetector::load`] wrapped with the configuration's views and language policy.
+    ///
+    /// ```no_run
+    /// use mllm_protector::detector::{CanonicalDetector, DetectionInput, DetectorConfig, HarmDetector};
+    /// let detector = CanonicalDetector::load(&DetectorConfig::default())?;
+    /// let score = detector.score(DetectionInput::response("W4t3r b01ls 4t 100 °C 4t s34 l3v3l."))?;
+    /// println!("{} read as {}", score.probability, score.view);
+    /// # Ok::<(), mllm_protector::Error>(())
+    /// ```
+    pub fn load(config: &DetectorConfig) -> Result<Self> {
+        let inner = Arc::new(EmbeddingDetector::load(config)?);
+        Ok(CanonicalDetector::new(
+            inner,
+            config.canonical.clone(),
+            config.language_policy,
+        ))
+    }
+}
+
+impl<D: HarmDetector> CanonicalDetector<D> {
+    /// Wraps `inner`.
+    pub fn new(inner: D, canonical: CanonicalConfig, language_policy: LanguagePolicy) -> Self {
+        let name = if canonical.enabled {
+            format!("{} + canonical views", inner.name())
+        } else {
+            inner.name().to_string()
+        };
+        CanonicalDetector {
+            inner,
+            canonicalizer: Canonicalizer::new(canonical),
+            language_policy,
+            name,
+        }
+    }
+
+    /// The wrapped detector.
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+
+    /// The canonicalizer in use.
+    pub fn canonicalizer(&self) -> &Canonicalizer {
+        &self.canonicalizer
+    }
+}
+
+impl<D: HarmDetector> HarmDetector for CanonicalDetector<D> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn threshold(&self) -> f32 {
+        self.inner.threshold()
+    }
+
+    fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
+        // Every reading of every response, scored in one batch: (input, view, text).
+        let mut readings: Vec<(usize, ViewKind, String)> = Vec::with_capacity(inputs.len());
+        let mut languages: Vec<Option<Language>> = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.iter().enumerate() {
+            let views = self.canonicalizer.views(input.response);
+            languages.push(foreign_language(input.response, views.iter().map(|v| v.text.as_str())));
+            readings.push((i, ViewKind::Original, String::new()));
+            readings.extend(views.into_iter().map(|v| (i, v.kind, v.text)));
+        }
+        let batch: Vec<DetectionInput<'_>> = readings
+            .iter()
+            .map(|(i, kind, text)| {
+                let response = if *kind == ViewKind::Original {
+                    inputs[*i].response
+                } else {
+                    text.as_str()
+                };
+                DetectionInput::new(inputs[*i].prompt, response)
+            })
+            .collect();
+        let scores = self.inner.score_batch(&batch)?;
+        if scores.len() != batch.len() {
+            return Err(Error::ShapeMismatch {
+                what: format!("{} scores for the readings", self.inner.name()),
+                expected: batch.len().to_string(),
+                actual: scores.len().to_string(),
+            });
+        }
+        let mut best: Vec<Option<HarmScore>> = vec![None; inputs.len()];
+        for ((i, kind, _), mut score) in readings.iter().zip(scores) {
+            score.view = *kind;
+            let slot = &mut best[*i];
+            let better = match slot {
+                None => true,
+                Some(b) => !b.probability.is_nan() && (score.probability.is_nan() || score.probability > b.probability),
+            };
+            if better {
+                *slot = Some(score);
+            }
+        }
+        best.into_iter()
+            .zip(languages)
+            .map(|(score, language)| {
+                let mut score = score.ok_or_else(|| Error::ShapeMismatch {
+                    what: "readings per response".into(),
+                    expected: "at least 1".into(),
+                    actual: "0".into(),
+                })?;
+                score.language = language;
+                if language.is_some() && self.language_policy == LanguagePolicy::Undecided {
+                    score.probability = f32::NAN;
+                }
+                Ok(score)
+            })
+            .collect()
+    }
+}
+
+/// The response's language when it is reliably not English and no view of it reads as English.
+fn foreign_language<'a>(response: &str, mut views: impl Iterator<Item = &'a str>) -> Option<Language> {
+    let language = detect_language(response).filter(|&l| l != Language::Eng)?;
+    (!views.any(|v| detect_language(v) == Some(Language::Eng))).then_some(language)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scores the share of "x" characters: NaN for the word "nan".
+    struct Share;
+    impl HarmDetector for Share {
+        fn name(&self) -> &str {
+            "share"
+        }
+        fn threshold(&self) -> f32 {
+            0.5
+        }
+        fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
+            Ok(inputs
+                .iter()
+                .map(|i| {
+                    if i.response.contains("nan") {
+                        return HarmScore::single(f32::NAN);
+                    }
+                    let x = i.response.matches("bomb").count() as f32;
+                    HarmScore::single((x / 2.0).min(1.0))
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn the_highest_reading_wins_and_is_named() {
+        let d = CanonicalDetector::new(Share, CanonicalConfig::default(), LanguagePolicy::Undecided);
+        let scores = d
+            .score_batch(&[
+                DetectionInput::response("a bomb, a b0mb and a b0mb5 here"),
+                DetectionInput::response("nothing to see"),
+            ])
+            .unwrap();
+        assert_eq!(scores[0].view, ViewKind::Leetspeak);
+        assert_eq!(scores[0].probability, 1.0);
+        assert_eq!(scores[1].view, ViewKind::Original);
+        assert_eq!(scores[1].probability, 0.0);
+    }
+
+    #[test]
+    fn a_nan_reading_is_never_hidden() {
+        let d = CanonicalDetector::new(Share, CanonicalConfig::default(), LanguagePolicy::Score);
+        // The leetspeak view reads "nan"; the original scores 0.5.
+        let s = d.score(DetectionInput::response("a bomb and a n4n with n4n")).unwrap();
+        assert!(s.probability.is_nan());
+    }
+
+    #[test]
+    fn a_foreign_response_follows_the_policy() {
+        let es = "Para hacer una bomba casera, mezcla el nitrato de amonio con el combustible y colócalo en un tubo.";
+        let undecided = CanonicalDetector::new(Share, CanonicalConfig::default(), LanguagePolicy::Undecided);
+        let s = undecided.score(DetectionInput::response(es)).unwrap();
+        assert!(s.probability.is_nan());
+        assert_eq!(s.language, Some(Language::Spa));
+        let scored = CanonicalDetector::new(Share, CanonicalConfig::default(), LanguagePolicy::Score);
+        let s = scored.score(DetectionInput::response(es)).unwrap();
+        // "bomba" holds "bomb": scored as written, language reported.
+        assert_eq!((s.probability, s.language), (0.5, Some(Language::Spa)));
+        let en = "To make a cake, mix the flour with the sugar and the eggs, then bake it for twenty minutes.";
+        assert_eq!(undecided.score(DetectionInput::response(en)).unwrap().language, None);
+    }
+}
