@@ -1,6 +1,8 @@
 //! Cost of guarding one response, as ratios against a named baseline in the same run: the frozen all-MiniLM-L6-v2
 //! encoder alone (embedding the response, what any embedding-based detector must pay). Also the refusal-string
-//! baseline (no model) for scale.
+//! baseline (no model) for scale. The default detector reads canonical views and short spans besides the text; the
+//! same head without them ("plain detector") is measured beside it, so the cost of reading disguises is a ratio in
+//! the same run.
 //!
 //!     cargo bench --bench guard            # or: make bench
 //!
@@ -12,7 +14,8 @@ use std::time::Duration;
 use candle_core::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
 use mllm_protector::detector::{
-    DetectionInput, EmbeddingDetector, HarmDetector, LlmBackboneEncoder, SentenceEncoder, TextEncoder, Windowing,
+    CanonicalDetector, DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, LlmBackboneEncoder,
+    SentenceEncoder, TextEncoder, Windowing,
 };
 use mllm_protector::loading::{ModelSource, default_models_dir, pins};
 use mllm_protector::{Protector, RefusalMatcher};
@@ -29,7 +32,16 @@ yellowing lower leaves, which often signal early blight, and remove them promptl
 a shade cloth in the afternoon prevents blossom drop.";
 
 fn bench(c: &mut Criterion) {
-    let detector = std::sync::Arc::new(EmbeddingDetector::load_default().expect("models: run scripts/fetch_models.sh"));
+    let detector = std::sync::Arc::new(
+        CanonicalDetector::load(&DetectorConfig::default()).expect("models: run scripts/fetch_models.sh"),
+    );
+    // The same head without canonical views and short spans.
+    let plain = EmbeddingDetector::load(&DetectorConfig {
+        span_sentences: Some(0),
+        ..DetectorConfig::default()
+    })
+    .expect("plain detector");
+    let leet = mllm_protector::eval::disguise::Disguise::Leetspeak.apply(RESPONSE, "");
     // The baseline is the frozen all-MiniLM-L6-v2, whatever the default detector's encoder is.
     let frozen = SentenceEncoder::load(
         &ModelSource::Dir(default_models_dir().join(pins::MINILM_DIR_NAME)),
@@ -52,8 +64,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("baseline: frozen MiniLM embedding", |b| {
         b.iter(|| frozen.embed_windows(black_box(&[RESPONSE])).unwrap())
     });
-    g.bench_function("detector score (embedding + head)", |b| {
+    g.bench_function("plain detector score (embedding + head)", |b| {
+        b.iter(|| plain.score(black_box(DetectionInput::response(RESPONSE))).unwrap())
+    });
+    g.bench_function("default detector score (+ canonical views, spans)", |b| {
         b.iter(|| detector.score(black_box(DetectionInput::response(RESPONSE))).unwrap())
+    });
+    g.bench_function("default detector score, the answer in leetspeak", |b| {
+        b.iter(|| detector.score(black_box(DetectionInput::response(&leet))).unwrap())
     });
     g.bench_function("LLM backbone: SmolLM2 last-token embedding", |b| {
         b.iter(|| llm.embed_windows(black_box(&[RESPONSE])).unwrap())
@@ -78,6 +96,9 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.bench_function("baseline: frozen MiniLM embedding", |b| {
         b.iter(|| frozen.embed_windows(black_box(&[long.as_str()])).unwrap())
+    });
+    g.bench_function("plain detector score", |b| {
+        b.iter(|| plain.score(black_box(DetectionInput::response(&long))).unwrap())
     });
     g.bench_function("protector guard", |b| {
         b.iter(|| {

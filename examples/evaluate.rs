@@ -9,8 +9,17 @@
 //!     cargo run --release --example evaluate -- --set xstest --json out.json
 //!     cargo run --release --example evaluate -- --data FILE.jsonl --json out.json
 //!
+//! `--disguise NAME` (repeatable, or `all`) also scores each set's responses disguised as an attacker would
+//! (leetspeak, homoglyphs, base64, padding, ...; see `mllm_protector::eval::disguise`) and prints recall on the
+//! harmful ones and false positives on the harmless ones, per disguise, beside the plain text's. `--compare-plain`
+//! adds the detector without canonical views and short spans. `--categories` prints category accuracy by the
+//! confidence rule. A response the detector cannot decide (another language, under the default policy) counts as
+//! flagged, as the fail-closed guard treats it.
+//!
 //! `--data` reads JSONL lines with `prompt`, `response` and a boolean `harmful`. Built-in sets (from
-//! `$MLLM_PROTECTOR_DATA`, default `../shared/data`): `jbb-test`, `alpaca-test` (test splits, by the head's seed) and
+//! `$MLLM_PROTECTOR_DATA`, default `../shared/data`): `jbb-test`, `jbb-val`, `alpaca-test`, `alpaca-val` (splits by the
+//! head's seed),
+//! `gptfuzz-val` (GPTFuzz's answers to the questions in the validation split) and
 //! `xstest` (harmful = unsafe `contrast_*` prompt answered with full compliance; the false-positive rate on the
 //! completions to the 250 safe prompts is reported separately as `safe_prompt_fpr`).
 
@@ -20,8 +29,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Parser;
-use mllm_protector::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HeadSource};
+use mllm_protector::canonical::ViewKind;
+use mllm_protector::detector::HarmCategory;
+use mllm_protector::detector::{
+    CanonicalDetector, DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore, HeadSource,
+};
 use mllm_protector::eval::data::{self, Example, Split, in_split};
+use mllm_protector::eval::disguise::Disguise;
 use mllm_protector::eval::{
     BinaryMetrics, auroc_bootstrap_ci, best_f1, binary_metrics, expected_calibration_error, threshold_for_recall,
 };
@@ -58,6 +72,21 @@ struct Args {
     /// The recall target of the headroom table (what flagging this share of the harmful responses costs).
     #[arg(long, default_value_t = 0.90)]
     at_recall: f64,
+    /// Also score each set disguised (repeatable; `all` for every disguise).
+    #[arg(long)]
+    disguise: Vec<String>,
+    /// Also measure the default head without canonical views and short spans.
+    #[arg(long)]
+    compare_plain: bool,
+    /// Sentences per short span in long responses (default: the library's; 0: off).
+    #[arg(long)]
+    span_sentences: Option<usize>,
+    /// The span threshold (default: the library's).
+    #[arg(long)]
+    span_threshold: Option<f32>,
+    /// Print category accuracy on the harmful responses that have a category, by confidence margin.
+    #[arg(long)]
+    categories: bool,
 }
 
 #[derive(Serialize)]
@@ -77,6 +106,8 @@ struct Row {
     headroom: Option<Headroom>,
     #[serde(skip)]
     scores: Vec<f32>,
+    #[serde(skip)]
+    full: Vec<HarmScore>,
 }
 
 #[derive(Serialize)]
@@ -110,16 +141,17 @@ fn row(
         examples.len() as u64,
         detector.name().split(' ').next().unwrap_or("scoring"),
     );
-    let mut scores = Vec::with_capacity(examples.len());
+    let mut full = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(32) {
         let inputs: Vec<DetectionInput<'_>> = chunk
             .iter()
             .map(|e| DetectionInput::new(&e.prompt, &e.response))
             .collect();
-        scores.extend(detector.score_batch(&inputs)?.into_iter().map(|s| s.probability));
+        full.extend(detector.score_batch(&inputs)?);
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
+    let scores = as_flagged(&full);
     let labels: Vec<bool> = examples.iter().map(|e| e.harmful).collect();
     let t = threshold.unwrap_or_else(|| detector.threshold());
     let headroom = match (
@@ -150,7 +182,47 @@ fn row(
         ece: expected_calibration_error(&scores, &labels, 10),
         threshold: t,
         scores,
+        full,
     })
+}
+
+/// Probabilities with undecided (NaN) scores as 1.0: the fail-closed guard replaces those responses.
+fn as_flagged(scores: &[HarmScore]) -> Vec<f32> {
+    scores
+        .iter()
+        .map(|s| if s.probability.is_nan() { 1.0 } else { s.probability })
+        .collect()
+}
+
+/// The harmless text padded and buried disguises put around an answer: AlpacaEval test answers, from the `i`-th
+/// on, joined until 600 words.
+fn filler(pool: &[Example], i: usize) -> String {
+    let mut out = String::new();
+    let mut words = 0;
+    for k in 0..pool.len() {
+        let text = &pool[(i + k) % pool.len()].response;
+        words += text.split_whitespace().count();
+        out.push_str(text);
+        out.push('\n');
+        if words >= 600 {
+            break;
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct DisguiseRow {
+    disguise: String,
+    recall: f64,
+    fpr: f64,
+    /// The share of the harmful responses a canonical view (not the text as written) decided.
+    decided_by_view: f64,
+}
+
+fn recall_fpr(scores: &[f32], labels: &[bool], t: f32) -> (f64, f64) {
+    let m = binary_metrics(scores, labels, t);
+    (m.recall, m.fpr)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -161,22 +233,37 @@ fn main() -> anyhow::Result<()> {
         "metal" => DeviceChoice::Metal(0),
         other => anyhow::bail!("unknown device {other:?} (cpu, cuda, metal)"),
     };
-    let load = |head: HeadSource| {
-        EmbeddingDetector::load(&DetectorConfig {
-            head,
-            device,
-            ..DetectorConfig::default()
-        })
+    let config = |head: HeadSource| DetectorConfig {
+        head,
+        device,
+        // Categories are named at any margin here, so the table can apply each rule itself.
+        min_category_margin: if args.categories {
+            0.0
+        } else {
+            DetectorConfig::default().min_category_margin
+        },
+        span_sentences: args.span_sentences.or(DetectorConfig::default().span_sentences),
+        span_threshold: args.span_threshold.or(DetectorConfig::default().span_threshold),
+        ..DetectorConfig::default()
     };
-    let mut detectors: Vec<(String, EmbeddingDetector)> = vec![("default".into(), load(HeadSource::Embedded)?)];
+    let load = |head: HeadSource| CanonicalDetector::load(&config(head));
+    let default = load(HeadSource::Embedded)?;
+    let meta = default.inner().head().metadata().clone();
+    let mut detectors: Vec<(String, Box<dyn HarmDetector>)> = vec![("default".into(), Box::new(default))];
+    if args.compare_plain {
+        let plain = EmbeddingDetector::load(&DetectorConfig {
+            span_sentences: Some(0),
+            ..config(HeadSource::Embedded)
+        })?;
+        detectors.push(("no-views-spans".into(), Box::new(plain)));
+    }
     for path in &args.head {
         let label = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        detectors.push((label, load(HeadSource::File(path.clone()))?));
+        detectors.push((label, Box::new(load(HeadSource::File(path.clone()))?)));
     }
-    let meta = detectors[0].1.head().metadata();
     let seed = args
         .seed
         .or_else(|| meta.training.get("seed").and_then(|s| s.as_u64()))
@@ -195,9 +282,14 @@ fn main() -> anyhow::Result<()> {
         for name in names {
             let examples = match name.as_str() {
                 "jbb-test" => in_split(data::load_jbb(&dir)?, Split::Test, seed),
+                "jbb-val" => in_split(data::load_jbb(&dir)?, Split::Validation, seed),
                 "alpaca-test" => in_split(data::load_alpaca(&dir)?, Split::Test, seed),
+                "alpaca-val" => in_split(data::load_alpaca(&dir)?, Split::Validation, seed),
+                "gptfuzz-val" => in_split(data::load_gptfuzz(&dir)?, Split::Validation, seed),
                 "xstest" => data::load_xstest(&dir)?,
-                other => anyhow::bail!("unknown set {other:?} (jbb-test, alpaca-test, xstest)"),
+                other => anyhow::bail!(
+                    "unknown set {other:?} (jbb-test, jbb-val, alpaca-test, alpaca-val, gptfuzz-val, xstest)"
+                ),
             };
             sets.push((name, examples));
         }
@@ -206,7 +298,7 @@ fn main() -> anyhow::Result<()> {
     let baseline = RefusalMatcher::default();
     let mut all: Vec<(&str, &dyn HarmDetector)> = detectors
         .iter()
-        .map(|(label, d)| (label.as_str(), d as &dyn HarmDetector))
+        .map(|(label, d)| (label.as_str(), d.as_ref()))
         .collect();
     all.push(("refusal-baseline", &baseline));
     for (label, d) in &all {
@@ -253,11 +345,27 @@ fn main() -> anyhow::Result<()> {
             if args.dump.is_some() {
                 for (e, s) in examples.iter().zip(&r.scores) {
                     let line = serde_json::json!({"set": name, "detector": label, "source": e.source,
-                        "harmful": e.harmful, "safe_prompt": e.safe_prompt, "score": s,
+                        "harmful": e.harmful, "safe_prompt": e.safe_prompt, "score": s, "group": e.group,
                         "prompt": e.prompt, "response": e.response});
                     dump.push_str(&line.to_string());
                     dump.push('\n');
                 }
+            }
+            let undecided: Vec<bool> = examples
+                .iter()
+                .zip(&r.full)
+                .filter(|(_, s)| s.probability.is_nan())
+                .map(|(e, _)| e.harmful)
+                .collect();
+            if !undecided.is_empty() {
+                println!(
+                    "{:<14} {:<24} {} undecided (not English, counted as flagged): {} harmful, {} harmless",
+                    "",
+                    "",
+                    undecided.len(),
+                    undecided.iter().filter(|&&h| h).count(),
+                    undecided.iter().filter(|&&h| !h).count()
+                );
             }
             json.entry(name.clone()).or_default().insert(label.to_string(), r);
         }
@@ -295,6 +403,124 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    if args.categories {
+        println!("\ncategory of the harmful responses (worst window's nearest centroid), by the margin rule");
+        println!(
+            "{:<14} {:>8} {:>6} {:>8} {:>10}",
+            "set", "margin≥", "n", "named", "accuracy"
+        );
+        for (name, examples) in &sets {
+            let Some(row) = json.get(name).and_then(|r| r.get("default")) else {
+                continue;
+            };
+            let items: Vec<(HarmCategory, Option<HarmCategory>, f32)> = examples
+                .iter()
+                .zip(&row.full)
+                .filter(|(e, _)| e.harmful)
+                .filter_map(|(e, s)| {
+                    let truth = e.category.as_deref().and_then(HarmCategory::from_jbb)?;
+                    Some((truth, s.category, s.category_margin.unwrap_or(0.0)))
+                })
+                .collect();
+            for margin in [0.0f32, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12] {
+                let named: Vec<_> = items.iter().filter(|i| i.2 >= margin).collect();
+                let right = named.iter().filter(|i| i.1 == Some(i.0)).count();
+                println!(
+                    "{:<14} {:>8.2} {:>6} {:>8.4} {:>10.4}",
+                    name,
+                    margin,
+                    items.len(),
+                    named.len() as f64 / items.len().max(1) as f64,
+                    right as f64 / named.len().max(1) as f64,
+                );
+            }
+        }
+    }
+    let disguises: Vec<Disguise> = if args.disguise.iter().any(|d| d == "all") {
+        Disguise::ALL.to_vec()
+    } else {
+        args.disguise
+            .iter()
+            .map(|d| {
+                Disguise::parse(d).ok_or_else(|| {
+                    let names: Vec<_> = Disguise::ALL.iter().map(|d| d.name()).collect();
+                    anyhow::anyhow!("unknown disguise {d:?} ({}, all)", names.join(", "))
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut disguise_json: BTreeMap<String, BTreeMap<String, Vec<DisguiseRow>>> = BTreeMap::new();
+    if !disguises.is_empty() {
+        let pool = in_split(data::load_alpaca(&data::data_dir()?)?, Split::Test, seed);
+        println!(
+            "\ndisguised responses: recall on the harmful, false positives on the harmless, at each detector's threshold"
+        );
+        println!(
+            "{:<14} {:<24} {:<14} {:>7} {:>8} {:>7} {:>8} {:>9}",
+            "set", "detector", "disguise", "recall", "Δrecall", "FPR", "ΔFPR", "by view"
+        );
+        for (name, examples) in &sets {
+            let labels: Vec<bool> = examples.iter().map(|e| e.harmful).collect();
+            for (label, d) in all.iter().filter(|(l, _)| *l != "refusal-baseline") {
+                let Some(plain) = json.get(name).and_then(|r| r.get(*label)) else {
+                    continue;
+                };
+                let t = args.threshold.unwrap_or_else(|| d.threshold());
+                let (plain_recall, plain_fpr) = recall_fpr(&plain.scores, &labels, t);
+                let mut rows = Vec::new();
+                for &disguise in &disguises {
+                    let disguised: Vec<Example> = examples
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| Example {
+                            response: disguise.apply(&e.response, &filler(&pool, i * 7)),
+                            ..e.clone()
+                        })
+                        .collect();
+                    let r = row(*d, &disguised, args.threshold, args.at_recall)?;
+                    if args.dump.is_some() {
+                        for (e, s) in disguised.iter().zip(&r.scores) {
+                            let line = serde_json::json!({"set": format!("{name}/{}", disguise.name()),
+                                "detector": label, "source": e.source, "harmful": e.harmful, "score": s,
+                                "group": e.group});
+                            dump.push_str(&line.to_string());
+                            dump.push('\n');
+                        }
+                    }
+                    let (recall, fpr) = recall_fpr(&r.scores, &labels, t);
+                    let harmful = labels.iter().filter(|&&h| h).count().max(1);
+                    let by_view = r
+                        .full
+                        .iter()
+                        .zip(&labels)
+                        .filter(|(s, h)| **h && s.view != ViewKind::Original)
+                        .count() as f64
+                        / harmful as f64;
+                    println!(
+                        "{:<14} {:<24} {:<14} {:>7.4} {:>+8.4} {:>7.4} {:>+8.4} {:>9.4}",
+                        name,
+                        label,
+                        disguise.name(),
+                        recall,
+                        recall - plain_recall,
+                        fpr,
+                        fpr - plain_fpr,
+                        by_view
+                    );
+                    rows.push(DisguiseRow {
+                        disguise: disguise.name().into(),
+                        recall,
+                        fpr,
+                        decided_by_view: by_view,
+                    });
+                }
+                disguise_json
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(label.to_string(), rows);
+            }
+        }
+    }
     if let Some(path) = &args.dump {
         std::fs::write(path, dump)?;
         println!("wrote {}", path.display());
@@ -310,6 +536,11 @@ fn main() -> anyhow::Result<()> {
             top
         } else {
             serde_json::to_value(json)?
+        };
+        let value = if disguise_json.is_empty() {
+            value
+        } else {
+            serde_json::json!({"sets": value, "disguises": disguise_json})
         };
         std::fs::write(out, serde_json::to_string_pretty(&value)? + "\n")?;
         println!("wrote {}", out.display());

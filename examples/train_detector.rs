@@ -46,8 +46,8 @@ struct Args {
     /// Highest false-positive rate on benign validation answers allowed when choosing the threshold.
     #[arg(long, default_value_t = 0.02)]
     max_val_fpr: f64,
-    /// A weight delta written by `finetune_encoder`: the head is trained over the fine-tuned encoder and the delta is
-    /// stored in the head file.
+    /// A weight delta written by `finetune_encoder` (or `embedded`: the shipped head's own): the head is trained over
+    /// the fine-tuned encoder and the delta is stored in the head file.
     #[arg(long)]
     encoder_delta: Option<PathBuf>,
     /// How the head file stores that delta: `u8-rows` (8 bits per weight, one power-of-two scale per row; the head
@@ -255,13 +255,7 @@ fn embed(
         };
         let prompts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
         let prompts = context::prompt_embeddings(&cached, &prompts)?;
-        x = context::beside_prompt(
-            &WindowEmbeddings {
-                embeddings: x,
-                owner: owner.clone(),
-            },
-            &prompts,
-        )?;
+        x = context::beside_prompt(&WindowEmbeddings::new(x, owner.clone()), &prompts)?;
     }
     Ok(Embedded {
         x,
@@ -294,7 +288,7 @@ impl TextEncoder for CachedEncoder<'_> {
     fn embed_windows(&self, texts: &[&str]) -> mllm_protector::Result<WindowEmbeddings> {
         let (embeddings, owner) = common::embed_cached(self.inner, self.windowing, texts, "prompts")
             .map_err(|e| mllm_protector::Error::Data(format!("embedding cache: {e:#}")))?;
-        Ok(WindowEmbeddings { embeddings, owner })
+        Ok(WindowEmbeddings::new(embeddings, owner))
     }
 }
 
@@ -351,6 +345,16 @@ fn main() -> anyhow::Result<()> {
     let (train, val, jbb_test, alpaca_test) = (&sets.train, &sets.val, &sets.jbb_test, &sets.alpaca_test);
     let delta = match &args.encoder_delta {
         // Train over the delta exactly as the head file will store it.
+        // The shipped head's own delta: a new head over the shipped fine-tuned encoder.
+        Some(path) if path.as_os_str() == "embedded" => {
+            let shipped = ClassifierHead::embedded(&Device::Cpu)?
+                .encoder_delta()
+                .context("the embedded head carries no encoder delta")?;
+            Some(match args.delta_storage {
+                DeltaStorage::Float => shipped,
+                DeltaStorage::U8Rows => shipped.rounded_to_u8()?,
+            })
+        }
         Some(path) => Some(match args.delta_storage {
             DeltaStorage::Float => read_delta(path)?,
             DeltaStorage::U8Rows => read_delta(path)?.rounded_to_u8()?,
@@ -519,7 +523,7 @@ fn main() -> anyhow::Result<()> {
     for (i, &w) in jbb_e.worst_windows(&probs).iter().enumerate() {
         if let (true, Some(truth)) = (jbb_e.labels[i], jbb_e.categories[i]) {
             total += 1;
-            right += usize::from(predicted.get(w) == Some(&truth));
+            right += usize::from(predicted.get(w).map(|p| p.0) == Some(truth));
         }
     }
     let category_accuracy = right as f64 / total.max(1) as f64;

@@ -24,12 +24,19 @@ pub enum Extra {
     HhrlhfRefusals,
     /// AdvBench's affirmative targets ("Sure, here is …") as harmful (partial compliance).
     AdvbenchTargets,
+    /// GPTFuzz: real jailbreak answers of three chat models, human-labelled; split by question.
+    Gptfuzz,
+    /// OpenAI moderation texts: hate, harassment, violence and sexual content as harmful (see `load_moderation`).
+    Moderation,
+    /// AlpacaEval answers that give safety information (warnings, why it is illegal, where to get help).
+    SafetyInformation,
 }
 
 /// The optional hard-example sources, as command-line flags shared by `train_detector` and `finetune_encoder`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ExtraData {
-    /// Extra hard negatives and positives (repeatable): toxigen, hhrlhf-refusals, advbench-targets.
+    /// Extra hard negatives and positives (repeatable): toxigen, hhrlhf-refusals, advbench-targets, gptfuzz,
+    /// moderation, safety-information.
     #[arg(long, value_enum)]
     pub extra: Vec<Extra>,
     /// ToxiGen statements kept at most per label (hate, neutral), picked by a seeded hash (the deduplicated files
@@ -91,6 +98,9 @@ impl TrainingSets {
                 }
                 Extra::HhrlhfRefusals => extra.extend(data::load_hhrlhf_refusals(&data_dir)?),
                 Extra::AdvbenchTargets => extra.extend(data::load_advbench_targets(&data_dir)?),
+                Extra::Gptfuzz => extra.extend(data::load_gptfuzz(&data_dir)?),
+                Extra::Moderation => extra.extend(data::load_moderation(&data_dir)?),
+                Extra::SafetyInformation => extra.extend(data::load_alpaca_safety_information(&data_dir)?),
             }
         }
         for path in &o.extra.generated {

@@ -236,6 +236,45 @@ fn csv_rows(path: &Path) -> Result<Vec<Vec<String>>> {
         .collect()
 }
 
+/// GPTFuzz: Vicuna-7B, ChatGPT and Llama-2-7B-chat answers to 80 harmful questions under jailbreak templates,
+/// human-labelled (1 = jailbroken, harmful). Grouped by question, so a question's answers share one split.
+pub fn load_gptfuzz(data: &Path) -> Result<Vec<Example>> {
+    let dir = data.join("gptfuzz");
+    let questions: std::collections::HashMap<String, String> = csv_rows(&dir.join("question_list.csv"))?
+        .into_iter()
+        .filter_map(|row| match row.as_slice() {
+            [index, text, ..] => Some((index.clone(), text.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for row in csv_rows(&dir.join("train.csv"))? {
+        let [question, response, label, ..] = row.as_slice() else {
+            return Err(Error::Data(format!(
+                "{}: a row without 3 columns",
+                dir.join("train.csv").display()
+            )));
+        };
+        if response.is_empty() {
+            continue;
+        }
+        let prompt = questions
+            .get(question)
+            .cloned()
+            .ok_or_else(|| Error::Data(format!("gptfuzz: question {question} is not in question_list.csv")))?;
+        out.push(Example {
+            prompt,
+            response: response.clone(),
+            harmful: label == "1",
+            group: format!("gptfuzz/q{question}"),
+            source: "gptfuzz".into(),
+            category: None,
+            safe_prompt: Some(false),
+        });
+    }
+    Ok(out)
+}
+
 /// AdvBench `harmful_strings.csv`: harmful sentences (positives without a prompt).
 pub fn load_advbench_strings(data: &Path) -> Result<Vec<Example>> {
     let path = data.join("advbench/datasets/advbench/harmful_strings.csv");
@@ -339,6 +378,56 @@ pub fn load_toxigen(data: &Path) -> Result<Vec<Example>> {
 /// ([`declines`](crate::detoxifier::verify::declines)) — refusals that explain themselves or point to help, as
 /// harmless. The `rejected` side is not used: most of it is evasive rather than harmful (checked by hand on a sample).
 pub fn load_hhrlhf_refusals(data: &Path) -> Result<Vec<Example>> {
+    hhrlhf_final_turns(data, "hhrlhf/chosen_refusals", crate::detoxifier::verify::declines)
+}
+
+/// Words that mark an answer giving safety information: a warning, why something is illegal or dangerous, where to
+/// get help.
+const SAFETY_MARKERS: [&str; 20] = [
+    "illegal",
+    "against the law",
+    "poison control",
+    "crisis",
+    "hotline",
+    "lifeline",
+    "911",
+    "seek help",
+    "professional help",
+    "consult a doctor",
+    "consult your doctor",
+    "medical professional",
+    "therapist",
+    "counselor",
+    "not safe",
+    "dangerous",
+    "unsafe",
+    "warning",
+    "caution",
+    "safety",
+];
+
+/// AlpacaEval answers (all 12 generators) that give safety information ([`SAFETY_MARKERS`]: warnings, why something
+/// is illegal or dangerous, where to get help): harmless answers to benign instructions that use the words harmful
+/// ones use. Grouped by instruction like [`load_alpaca`], so they share its splits. (HH-RLHF's `chosen` answers were
+/// read as a source and rejected: about a third of a hand-checked sample was harmful, as `chosen` is only the less
+/// harmful of two answers.)
+pub fn load_alpaca_safety_information(data: &Path) -> Result<Vec<Example>> {
+    Ok(load_alpaca(data)?
+        .into_iter()
+        .filter(|e| {
+            let lower = e.response.to_lowercase();
+            SAFETY_MARKERS.iter().any(|m| lower.contains(m))
+        })
+        .map(|e| Example {
+            source: format!("{}/safety_information", e.source),
+            ..e
+        })
+        .collect())
+}
+
+/// The final assistant turn of each HH-RLHF harmless-base `chosen` dialogue that `keep` accepts, as a harmless
+/// answer to the human turn before it.
+fn hhrlhf_final_turns(data: &Path, source: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Example>> {
     use std::io::Read;
     let path = data.join("hhrlhf/harmless-base/test.jsonl.gz");
     let file = std::fs::File::open(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
@@ -367,7 +456,7 @@ pub fn load_hhrlhf_refusals(data: &Path) -> Result<Vec<Example>> {
             .unwrap_or("");
         // A few dialogues run the speakers together ("… I am sorry. Human: …"): not a clean final turn.
         let run_together = response.contains("Human:") || response.contains("Assistant:");
-        if run_together || response.split_whitespace().count() < 4 || !crate::detoxifier::verify::declines(response) {
+        if run_together || response.split_whitespace().count() < 4 || !keep(response) {
             continue;
         }
         out.push(Example {
@@ -375,9 +464,58 @@ pub fn load_hhrlhf_refusals(data: &Path) -> Result<Vec<Example>> {
             group: prompt.to_string(),
             response: response.to_string(),
             harmful: false,
-            source: "hhrlhf/chosen_refusals".into(),
+            source: source.into(),
             category: None,
             safe_prompt: Some(false),
+        });
+    }
+    Ok(out)
+}
+
+/// The OpenAI moderation evaluation set (1,680 texts), as harmful content an answer must not contain. Per label:
+/// hate (`H`), hate/threatening (`H2`), harassment (`HR`), violence (`V`), graphic violence (`V2`), sexual (`S`)
+/// and sexual/minors (`S3`) make a text harmful: a chat answer with such content is what a guard must stop.
+/// Self-harm (`SH`) alone does not: the label also covers people *disclosing* self-harm ("I've been cutting
+/// again"), which is not a harmful answer; such texts are left out. A text with every label known and 0 is harmless;
+/// one with unknown labels and no positive is left out.
+pub fn load_moderation(data: &Path) -> Result<Vec<Example>> {
+    use std::io::Read;
+    const HARMFUL: [&str; 7] = ["H", "H2", "HR", "V", "V2", "S", "S3"];
+    const ALL: [&str; 8] = ["S", "H", "V", "HR", "SH", "S3", "H2", "V2"];
+    let path = data.join("openai-moderation/samples-1680.jsonl.gz");
+    let file = std::fs::File::open(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).map_err(|e| Error::Data(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        let Some(content) = row
+            .get("prompt")
+            .and_then(|p| p.as_str())
+            .filter(|p| !p.trim().is_empty())
+        else {
+            continue;
+        };
+        let label = |k: &str| row.get(k).and_then(|v| v.as_u64());
+        let harmful = HARMFUL.iter().any(|k| label(k) == Some(1));
+        let clean = ALL.iter().all(|k| label(k) == Some(0));
+        if !(harmful || clean) {
+            continue;
+        }
+        out.push(Example {
+            prompt: String::new(),
+            response: content.to_string(),
+            harmful,
+            group: format!("moderation/{i}"),
+            source: "openai-moderation".into(),
+            category: None,
+            safe_prompt: None,
         });
     }
     Ok(out)

@@ -2,6 +2,7 @@
 //! Used by `examples/train_detector.rs`, `examples/evaluate.rs` and the quality tests.
 
 pub mod data;
+pub mod disguise;
 pub mod metrics;
 
 pub use data::{DATA_DIR_ENV, Example, Split, data_dir, split_of};
