@@ -14,7 +14,7 @@ demo: models
 	  --response "Sure! 1. Preheat the oven to 180 °C. 2. Mix flour, sugar, eggs and butter. 3. Bake for 25 minutes and let it cool."
 
 test: models
-	$(CARGO) test --release -j$(JOBS)
+	$(CARGO) test --release -j$(JOBS) --workspace
 
 lint:
 	$(CARGO) fmt --check

@@ -35,8 +35,10 @@ fn missing_model_folder() {
     let err = load(Path::new("/nonexistent/mllm-protector-models"), None).unwrap_err();
     assert!(matches!(err, Error::MissingModelFile { .. }), "{err}");
     assert!(
-        err.to_string().contains("fetch_models"),
-        "the error says what to do: {err}"
+        err.to_string()
+            .contains("/nonexistent/mllm-protector-models/config.json")
+            && err.to_string().contains("folder that has"),
+        "the error names the file and says what to do: {err}"
     );
 }
 

@@ -188,3 +188,22 @@ fn the_cached_prefix_gives_the_same_rewrite_as_a_cold_start_also_in_parallel() {
     assert_eq!(wb.text, cold.generate(&b).unwrap().text);
     assert_ne!(wa.text, wb.text);
 }
+
+#[test]
+fn the_template_is_the_default_and_the_rewriter_is_opt_in() {
+    let default = Protector::builder()
+        .shared_detector(common::detector())
+        .build()
+        .unwrap();
+    assert_eq!(default.detoxifier().name(), "template");
+    let opted = Protector::builder()
+        .shared_detector(common::detector())
+        .rewriter()
+        .build()
+        .unwrap();
+    assert!(
+        opted.detoxifier().name().starts_with("llm:"),
+        "{}",
+        opted.detoxifier().name()
+    );
+}

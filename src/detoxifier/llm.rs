@@ -16,11 +16,11 @@ use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use candle_transformers::utils::apply_repeat_penalty;
 use serde::{Deserialize, Serialize};
 
-use crate::detoxifier::gguf_tokenizer::GgufTokenizer;
 use crate::detoxifier::verify::is_degenerate;
 use crate::detoxifier::{DetoxKind, DetoxRequest, Detoxified, Detoxifier};
 use crate::error::{Error, Result};
 use crate::loading::gguf::GgufFile;
+use crate::loading::gguf_tokenizer::GgufTokenizer;
 use crate::loading::{default_models_dir, pins};
 
 /// Generation and prompting settings (serde; every field has a default).

@@ -3,7 +3,6 @@
 //! [`Detoxifier`] is the trait the [`Protector`](crate::Protector) composes. [`TemplateDetoxifier`] is the safe
 //! fallback: a fixed, polite refusal that never repeats the harmful content.
 
-pub mod gguf_tokenizer;
 pub mod llm;
 pub mod seq2seq;
 pub mod template;

@@ -7,8 +7,8 @@ use std::path::Path;
 use candle_core::Device;
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 
-use crate::detoxifier::gguf_tokenizer::{self, GgufTokenizer};
 use crate::error::{Error, Result};
+use crate::loading::gguf_tokenizer::{self, GgufTokenizer};
 use crate::loading::{checksum, read_file};
 
 /// A GGUF file read into memory, ready for a candle-transformers `ModelWeights::from_gguf`.
@@ -34,7 +34,11 @@ impl GgufFile {
         if !path.is_file() {
             return Err(Error::MissingModelFile {
                 path: path.to_path_buf(),
-                hint: "run `bash scripts/fetch_models.sh`".into(),
+                hint: format!(
+                    "set {} to a folder holding it (in this crate's repository, `bash scripts/fetch_models.sh` \
+                     fetches the pinned file), or pass its path",
+                    crate::loading::MODELS_DIR_ENV
+                ),
             });
         }
         let bytes = read_file(path)?;

@@ -1,4 +1,6 @@
-//! Where model files come from: a local folder (what the set-up script fills) or the Hugging Face hub.
+//! Model loading, below both the detector and the detoxifier: where model files come from (a local folder, or the
+//! Hugging Face hub and its cache), their sha256 pins and checks, and GGUF files with the tokenizer rebuilt from their
+//! metadata.
 //!
 //! The choice is configuration ([`ModelSource`], serde-friendly), never code: the same detector loads from
 //! `models/all-MiniLM-L6-v2` on an offline machine and from `sentence-transformers/all-MiniLM-L6-v2` where a hub is
@@ -6,6 +8,7 @@
 
 pub mod checksum;
 pub mod gguf;
+pub mod gguf_tokenizer;
 pub mod pins;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +53,18 @@ pub enum ModelSource {
         #[serde(default = "default_revision")]
         revision: String,
     },
+    /// A local folder when it holds the file, else the hub repository (its local cache; a download with the `hub`
+    /// feature). The default for the detector's encoder: `./models` (or `$MLLM_PROTECTOR_MODELS`) in this
+    /// repository, the standard Hugging Face cache for a crate that depends on this one.
+    DirOrHub {
+        /// The folder tried first.
+        dir: PathBuf,
+        /// Repository id tried next.
+        repo: String,
+        /// Branch, tag or commit.
+        #[serde(default = "default_revision")]
+        revision: String,
+    },
 }
 
 fn default_revision() -> String {
@@ -65,7 +80,26 @@ impl ModelSource {
         }
     }
 
+    /// A folder first, then a hub repository at `main` (see [`ModelSource::DirOrHub`]).
+    pub fn dir_or_hub(dir: impl Into<PathBuf>, repo: impl Into<String>) -> Self {
+        ModelSource::DirOrHub {
+            dir: dir.into(),
+            repo: repo.into(),
+            revision: default_revision(),
+        }
+    }
+
     /// The local path of `filename` in this source, downloading it first where that is enabled.
+    ///
+    /// ```
+    /// use mllm_protector::Error;
+    /// use mllm_protector::loading::ModelSource;
+    /// let source = ModelSource::dir_or_hub("/no/such/folder", "nobody/no-such-model");
+    /// match source.resolve("config.json") {
+    ///     Err(Error::MissingModelFile { hint, .. }) => assert!(hint.contains("MLLM_PROTECTOR_MODELS")),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
     pub fn resolve(&self, filename: &str) -> Result<PathBuf> {
         match self {
             ModelSource::Dir(dir) => {
@@ -75,12 +109,25 @@ impl ModelSource {
                 } else {
                     Err(Error::MissingModelFile {
                         path,
-                        hint: "run `bash scripts/fetch_models.sh` or point the source at a folder that has it"
+                        hint: "the folder does not hold it: point the source at a folder that has the model's files"
                             .to_string(),
                     })
                 }
             }
             ModelSource::Hub { repo, revision } => resolve_hub(repo, revision, filename),
+            ModelSource::DirOrHub { dir, repo, revision } => {
+                let path = dir.join(filename);
+                if path.is_file() {
+                    return Ok(path);
+                }
+                resolve_hub(repo, revision, filename).map_err(|e| match e {
+                    Error::MissingModelFile { .. } | Error::Hub(_) => Error::MissingModelFile {
+                        path,
+                        hint: format!("{}: {e}", models_hint(repo)),
+                    },
+                    other => other,
+                })
+            }
         }
     }
 
@@ -89,8 +136,23 @@ impl ModelSource {
         match self {
             ModelSource::Dir(dir) => dir.display().to_string(),
             ModelSource::Hub { repo, revision } => format!("hf://{repo}@{revision}"),
+            ModelSource::DirOrHub { dir, repo, revision } => {
+                format!("{}, else hf://{repo}@{revision}", dir.display())
+            }
         }
     }
+}
+
+/// How a user gets a model that is missing, in their terms.
+pub fn models_hint(repo: &str) -> String {
+    format!(
+        "get `{repo}` one of three ways: build with the `hub` feature (`mllm-protector = {{ version = \"…\", \
+         features = [\"hub\"] }}`) and it is downloaded once into the Hugging Face cache (`HF_HOME`, default \
+         ~/.cache/huggingface); or put it in that cache yourself (`huggingface-cli download {repo}`), which is read \
+         offline without the feature; or set {MODELS_DIR_ENV} to a folder holding its files under `{}` (in this \
+         crate's repository, `bash scripts/fetch_models.sh` fills ./models)",
+        repo.rsplit('/').next().unwrap_or(repo)
+    )
 }
 
 fn hub_repo(repo: &str, revision: &str) -> hf_hub::Repo {
