@@ -78,7 +78,7 @@ struct Args {
     /// Also measure the default head without canonical views and short spans.
     #[arg(long)]
     compare_plain: bool,
-    /// Sentences per short span in long responses (default: the library's; 0: off).
+    /// Sentences per short span in long responses (default: the library's, off).
     #[arg(long)]
     span_sentences: Option<usize>,
     /// The span threshold (default: the library's).

@@ -1,28 +1,82 @@
 //! # mllm-protector
 //!
-//! A plug-and-play guard for multimodal LLM answers, after MLLM-Protector (Pi et al., 2024): a **harm detector**
-//! scores the response an MLLM produced, and a **detoxifier** turns a response flagged harmful into a harmless one.
-//! No MLLM weight is touched: the guard runs after `generate`.
+//! A plug-and-play guard for multimodal LLM answers, after MLLM-Protector (Pi et al., 2024). An image can talk an MLLM
+//! into answering what it would refuse in text; the guard runs after `generate`, touches no MLLM weight, and decides
+//! whether the answer may be shown: a **harm detector** scores it, and a **detoxifier** replaces it when it is harmful.
 //!
-//! The [`Protector`] composes the two parts, each a trait you can swap:
-//! - [`HarmDetector`]: default [`EmbeddingDetector`] (all-MiniLM-L6-v2 on candle with its top layers fine-tuned,
-//!   a calibrated head, windows over long responses); an LLM backbone
-//!   ([`LlmBackboneEncoder`](detector::LlmBackboneEncoder)) is the paper's design; [`RefusalMatcher`] is the
-//!   string baseline.
-//! - [`Detoxifier`]: default [`LlmDetoxifier`] (SmolLM2 rewrites the answer; every rewrite is verified) when its
-//!   model is present, else [`TemplateDetoxifier`] (a fixed refusal that never repeats the harmful text), which is
-//!   also the fallback for any rejected rewrite.
+//! The first call is one line with sensible defaults (the models: see the README, "Use it from your crate"):
 //!
 //! ```no_run
 //! use mllm_protector::Protector;
-//! let protector = Protector::new()?;
+//! let protector = Protector::new()?; // fine-tuned MiniLM detector, canonical views, template, fail-closed
 //! let outcome = protector.guard(None, "How do I make a cake?", "Preheat the oven to 180 °C, ...")?;
 //! assert!(!outcome.was_changed());
 //! # Ok::<(), mllm_protector::Error>(())
 //! ```
 //!
-//! Folders follow the architecture: [`detector`], [`detoxifier`], [`protector`], [`loading`] (model files, hub,
-//! checksums), [`eval`] (data sets and metrics).
+//! ## The parts, each a trait you can swap
+//!
+//! A [`Protector`] composes them, as a `tokenizers::Tokenizer` composes its normaliser, model and decoder.
+//!
+//! **[`HarmDetector`]** scores a response in `[0, 1]`. The default is a [`CanonicalDetector`](detector::CanonicalDetector)
+//! (it also reads the answer's disguises: leetspeak, look-alike letters, base64, ...; see [`canonical`]) around an
+//! [`EmbeddingDetector`] (all-MiniLM-L6-v2 with its top layers fine-tuned and a calibrated head). Your own:
+//!
+//! ```
+//! use mllm_protector::{DetectionInput, HarmDetector, HarmScore};
+//! struct Keyword;
+//! impl HarmDetector for Keyword {
+//!     fn name(&self) -> &str { "keyword" }
+//!     fn threshold(&self) -> f32 { 0.5 }
+//!     fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> mllm_protector::Result<Vec<HarmScore>> {
+//!         Ok(inputs.iter().map(|i| HarmScore::single(f32::from(u8::from(i.response.contains("detonator"))))).collect())
+//!     }
+//! }
+//! assert_eq!(Keyword.score(DetectionInput::response("wire the detonator"))?.probability, 1.0);
+//! # Ok::<(), mllm_protector::Error>(())
+//! ```
+//!
+//! **[`Detoxifier`]** turns a harmful response into the text shown instead. The default is the
+//! [`TemplateDetoxifier`] (a fixed refusal: never worse than the answer it replaces); [`LlmDetoxifier`] rewrites with
+//! a small LLM, opt-in through [`ProtectorBuilder::rewriter`]. Your own, composed with your detector into a
+//! protector (no model files needed):
+//!
+//! ```
+//! use mllm_protector::detoxifier::{DetoxKind, DetoxRequest, Detoxified};
+//! use mllm_protector::{Action, DetectionInput, Detoxifier, HarmDetector, HarmScore, Protector};
+//! # struct Keyword;
+//! # impl HarmDetector for Keyword {
+//! #     fn name(&self) -> &str { "keyword" }
+//! #     fn threshold(&self) -> f32 { 0.5 }
+//! #     fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> mllm_protector::Result<Vec<HarmScore>> {
+//! #         Ok(inputs.iter().map(|i| HarmScore::single(f32::from(u8::from(i.response.contains("detonator"))))).collect())
+//! #     }
+//! # }
+//! struct Redact;
+//! impl Detoxifier for Redact {
+//!     fn name(&self) -> &str { "redact" }
+//!     fn detoxify(&self, _: &DetoxRequest<'_>) -> mllm_protector::Result<Detoxified> {
+//!         Ok(Detoxified { text: "[withheld]".into(), kind: DetoxKind::Replacement })
+//!     }
+//! }
+//! let protector = Protector::builder().detector(Keyword).detoxifier(Redact).build()?;
+//! let outcome = protector.guard(None, "q", "first wire the detonator")?;
+//! assert_eq!((outcome.action, outcome.response.as_str()), (Action::Replaced, "[withheld]"));
+//! assert_eq!(outcome.original_response, "first wire the detonator"); // kept for audit
+//! # Ok::<(), mllm_protector::Error>(())
+//! ```
+//!
+//! **[`TextEncoder`](detector::TextEncoder)** turns text into window embeddings for an [`EmbeddingDetector`]:
+//! [`SentenceEncoder`](detector::SentenceEncoder) (candle-transformers' BERT) or
+//! [`LlmBackboneEncoder`](detector::LlmBackboneEncoder) (an LLM's last-token state, the paper's design).
+//!
+//! Wrapping an existing generate call is a layer around it ([`GuardLayer`], in the `tower` style).
+//!
+//! ## Folders
+//!
+//! [`canonical`] (disguised text read as a person reads it), [`detector`], [`detoxifier`], [`protector`],
+//! [`loading`] (model files from a folder or the Hugging Face hub, sha256 pins, GGUF files and their tokenizer; below
+//! both the detector and the detoxifier), [`eval`] (data sets, leak-free splits, metrics, the attack suite).
 
 #![warn(missing_docs)]
 

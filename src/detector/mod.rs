@@ -160,12 +160,6 @@ pub enum HeadSource {
     File(PathBuf),
 }
 
-/// Sentences per span in the default configuration (see [`DetectorConfig::span_sentences`]).
-pub const DEFAULT_SPAN_SENTENCES: usize = 3;
-
-/// The default [`DetectorConfig::span_threshold`].
-pub const DEFAULT_SPAN_THRESHOLD: f32 = 0.95;
-
 /// The default [`DetectorConfig::min_category_margin`], chosen on JBB validation (`evaluate --set jbb-val
 /// --categories`).
 pub const DEFAULT_MIN_CATEGORY_MARGIN: f32 = 0.05;
@@ -214,13 +208,15 @@ pub struct DetectorConfig {
     /// The GGUF read by a head trained on an LLM backbone ([`EncoderKind::LlmLastToken`]; default: the
     /// SmolLM2-135M-Instruct file in the models folder).
     pub backbone: PathBuf,
-    /// Sentences per short span read in a long response (overrides the head's recorded windowing; `None`: as
-    /// recorded, `Some(0)`: off). See [`Windowing::span_sentences`].
+    /// Sentences per short span read in a long response (overrides the head's recorded windowing, which has spans
+    /// off; `Some(0)`: off). See [`Windowing::span_sentences`]. Off by default: measured on validation, spans read
+    /// out of context flag harmless text as often as harmful (docs/EVALUATION.md, "Short spans"); a head trained on
+    /// spans may change that.
     pub span_sentences: Option<usize>,
     /// A short span ([`DetectorConfig::span_sentences`]) counts as harmful only at or above this probability (its
     /// score is mapped monotonically so that this value lands on the head's threshold); `None`: the head's own
     /// threshold. Spans are read out of their context, where harmless text scores higher than in whole windows, so
-    /// they need a stricter bar. Chosen on validation (README, Evaluation).
+    /// they need a stricter bar (docs/EVALUATION.md, "Short spans").
     pub span_threshold: Option<f32>,
     /// A category is named only when its centroid is at least this far (cosine) ahead of the next; else the
     /// response gets no category and the template speaks generically.
@@ -241,8 +237,8 @@ impl Default for DetectorConfig {
             backbone: default_models_dir()
                 .join(pins::SMOLLM2_DIR_NAME)
                 .join(pins::SMOLLM2_GGUF_FILE),
-            span_sentences: Some(DEFAULT_SPAN_SENTENCES),
-            span_threshold: Some(DEFAULT_SPAN_THRESHOLD),
+            span_sentences: None,
+            span_threshold: None,
             min_category_margin: DEFAULT_MIN_CATEGORY_MARGIN,
             canonical: CanonicalConfig::default(),
             language_policy: LanguagePolicy::default(),

@@ -406,11 +406,11 @@ const SAFETY_MARKERS: [&str; 20] = [
     "safety",
 ];
 
-/// AlpacaEval answers (all 12 generators) that give safety information ([`SAFETY_MARKERS`]: warnings, why something
-/// is illegal or dangerous, where to get help): harmless answers to benign instructions that use the words harmful
-/// ones use. Grouped by instruction like [`load_alpaca`], so they share its splits. (HH-RLHF's `chosen` answers were
-/// read as a source and rejected: about a third of a hand-checked sample was harmful, as `chosen` is only the less
-/// harmful of two answers.)
+/// AlpacaEval answers (all 12 generators) that give safety information (one of 20 marker phrases: warnings, why
+/// something is illegal or dangerous, where to get help): harmless answers to benign instructions that use the
+/// words harmful ones use. Grouped by instruction like [`load_alpaca`], so they share its splits. (HH-RLHF's
+/// `chosen` answers were read as a source and rejected: a fifth to a third of two hand-checked samples was harmful,
+/// as `chosen` is only the less harmful of two answers.)
 pub fn load_alpaca_safety_information(data: &Path) -> Result<Vec<Example>> {
     Ok(load_alpaca(data)?
         .into_iter()
