@@ -422,6 +422,9 @@ fn main() -> anyhow::Result<()> {
                     Some((truth, s.category, s.category_margin.unwrap_or(0.0)))
                 })
                 .collect();
+            if items.is_empty() {
+                continue;
+            }
             for margin in [0.0f32, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12] {
                 let named: Vec<_> = items.iter().filter(|i| i.2 >= margin).collect();
                 let right = named.iter().filter(|i| i.1 == Some(i.0)).count();

@@ -53,8 +53,23 @@ fn nfkc_to_ascii(ch: char) -> bool {
     }
 }
 
-/// The paragraph with ignorables removed and disguised words folded (lowercase, as `decancer` returns them).
+/// The paragraph with ignorables removed and disguised words folded (lowercase, as `decancer` returns them). When
+/// most letters were swapped for look-alikes the text is no longer "mostly Latin"; then every Cyrillic or Greek word
+/// is folded too, and that reading is kept if it reads clearly more as English (a real Russian or Greek text folds
+/// into gibberish and stays as written).
 pub(crate) fn fold(paragraph: &str) -> String {
+    let folded = fold_words(paragraph, false);
+    if folded.chars().any(|c| is_cyrillic_or_greek(c) && c.is_alphabetic()) {
+        let all = fold_words(paragraph, true);
+        if super::words::reads_better(&all, &folded) {
+            return all;
+        }
+    }
+    folded
+}
+
+/// Folds the disguised words; `every_look_alike` also folds every word with a Cyrillic or Greek letter.
+fn fold_words(paragraph: &str, every_look_alike: bool) -> String {
     let visible: String = paragraph.chars().filter(|&c| !is_ignorable(c)).collect();
     let (mut latin, mut look_alike) = (0usize, 0usize);
     for ch in visible.chars() {
@@ -64,7 +79,7 @@ pub(crate) fn fold(paragraph: &str) -> String {
             look_alike += 1;
         }
     }
-    let latin_text = latin > look_alike;
+    let latin_text = every_look_alike || latin > look_alike;
     let mut out = String::with_capacity(visible.len());
     let mut rest = visible.as_str();
     // Words and the whitespace between them, in order; only words are folded.
@@ -111,6 +126,18 @@ mod tests {
     fn folds_only_disguised_words() {
         assert_eq!(fold("Hello wоrld, “quoted” — fine"), "Hello world, “quoted” — fine");
         assert_eq!(fold("Ελληνικά κείμενα μένουν"), "Ελληνικά κείμενα μένουν");
+    }
+
+    #[test]
+    fn text_made_mostly_of_look_alikes_folds_when_it_then_reads_as_english() {
+        // Most letters swapped: more Cyrillic/Greek than Latin.
+        let disguised = "То mаkе іt, fіrѕt οbtаіn thе рѕеudοерhеdrіnе аnd thеn rеducе іt аt hοmе.";
+        assert_eq!(
+            fold(disguised),
+            "to make it, first obtain the pseudoephedrine and then reduce it at home."
+        );
+        let russian = "Чтобы приготовить торт, смешайте муку с сахаром и яйцами, затем выпекайте его.";
+        assert_eq!(fold(russian), russian);
     }
 
     #[test]

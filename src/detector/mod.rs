@@ -160,8 +160,8 @@ pub enum HeadSource {
     File(PathBuf),
 }
 
-/// The default [`DetectorConfig::min_category_margin`], chosen on JBB validation (`evaluate --set jbb-val
-/// --categories`).
+/// The default [`DetectorConfig::min_category_margin`]: where category accuracy on JBB validation's harmful answers
+/// peaks among the margins measured (0.65 of the 21% named; 0.38 naming all), `evaluate --set jbb-val --categories`.
 pub const DEFAULT_MIN_CATEGORY_MARGIN: f32 = 0.05;
 
 /// A span's probability on the head's scale: `strict` maps to `threshold`, 0 to 0 and 1 to 1, linearly between,
