@@ -111,8 +111,13 @@ pub(crate) fn reverse(line: &str) -> String {
     line.chars().rev().collect()
 }
 
-/// Applies `transform` to each line where the result reads clearly better as English; `None` when no line does.
+/// Applies `transform` to the whole paragraph when the result reads clearly better as English (short list lines are
+/// judged with their neighbours), else to each line where it does; `None` when nothing does.
 pub(crate) fn readable_lines(paragraph: &str, transform: fn(&str) -> String) -> Option<String> {
+    let whole = transform(paragraph);
+    if reads_better(&whole, paragraph) {
+        return Some(whole);
+    }
     let mut changed = false;
     let lines: Vec<String> = paragraph
         .split('\n')

@@ -120,6 +120,9 @@ fn join_spaced(paragraph: &str) -> String {
 /// one repeated separator, at least `min_pieces` of them) or `ex*plo*sive` (an [`INSERTED`] character between
 /// letters). URLs, paths and e-mail addresses are left alone.
 fn join_inside(token: &str, min_pieces: usize) -> String {
+    if let Some(joined) = join_alternating(token, min_pieces) {
+        return joined;
+    }
     if token.contains("://") || token.contains('@') || token.contains('/') || token.contains('\\') {
         return token.to_string();
     }
@@ -160,6 +163,21 @@ fn join_inside(token: &str, min_pieces: usize) -> String {
     out.extend(pieces.iter().copied());
     out.push_str(&token[end..]);
     out
+}
+
+/// A token that alternates one character and one separator from end to end ("h.e.r.e.'.s", "(.b.o.m.b.)"), with at
+/// least `min_pieces` characters and a letter among them: the characters, joined. Punctuation dotted like letters
+/// stays as punctuation.
+fn join_alternating(token: &str, min_pieces: usize) -> Option<String> {
+    let chars: Vec<char> = token.chars().collect();
+    let sep = *chars.get(1)?;
+    if chars.len() % 2 == 0 || !matches!(sep, '.' | '-' | '_' | '*' | '·' | '•' | '|' | '~') {
+        return None;
+    }
+    let units: Vec<char> = chars.iter().step_by(2).copied().collect();
+    let alternates = chars.iter().skip(1).step_by(2).all(|&c| c == sep) && units.iter().all(|&c| c != sep);
+    (alternates && units.len() >= min_pieces && units.iter().any(|c| c.is_alphabetic()))
+        .then(|| units.into_iter().collect())
 }
 
 /// Reads leetspeak inside words: a token that mixes letters with leet digits or symbols gets them replaced, when
@@ -203,11 +221,15 @@ pub(crate) fn deleet(paragraph: &str) -> String {
     out
 }
 
-/// A token whose core is only leet characters ("17", "4", "50"), at most 6 of them.
+/// A token whose core is only leet characters ("17", "4", "50", "17'5"), at most 8 of them.
 fn all_leet(token: &str) -> bool {
     let (start, end) = core_bounds(token);
-    let core = &token[start..end];
-    !core.is_empty() && core.chars().count() <= 6 && core.chars().all(|c| leet_letter(c).is_some())
+    let core: Vec<char> = token[start..end].chars().filter(|c| !is_apostrophe(*c)).collect();
+    !core.is_empty() && core.len() <= 8 && core.iter().all(|&c| leet_letter(c).is_some())
+}
+
+fn is_apostrophe(c: char) -> bool {
+    matches!(c, '\'' | '’')
 }
 
 /// The token without leading and trailing punctuation, as byte bounds (leet symbols like `@` and `$` count as
@@ -229,18 +251,26 @@ fn core_bounds(token: &str) -> (usize, usize) {
     (start, end)
 }
 
-/// A token whose core mixes ASCII letters with leet characters, and has no other non-letter inside (so "3.5",
-/// "COVID-19" and "$100" are not leetspeak). A core of two letters or more is needed around the digits.
+/// A token whose core mixes ASCII letters with leet characters, and has no other non-letter inside but apostrophes
+/// ("h3r3'5") and hyphens between pieces that each hold a letter ("573p-by-573p"; so "3.5", "COVID-19" and "$100"
+/// are not leetspeak). A core of two letters or more is needed around the digits.
 fn is_leet(token: &str) -> bool {
     let (start, end) = core_bounds(token);
-    let core = &token[start..end];
+    let core: String = token[start..end].chars().filter(|c| !is_apostrophe(*c)).collect();
+    if core
+        .split('-')
+        .any(|piece| !piece.chars().any(|c| c.is_ascii_alphabetic()))
+    {
+        return false;
+    }
+    let core = core.replace('-', "");
     let letters = core.chars().filter(|c| c.is_ascii_alphabetic()).count();
     let leet = core.chars().filter(|&c| leet_letter(c).is_some()).count();
     let other = core
         .chars()
         .filter(|&c| !c.is_ascii_alphabetic() && leet_letter(c).is_none())
         .count();
-    letters >= 1 && leet >= 1 && other == 0 && letters + leet >= 2 && !is_ordinal_or_unit(core)
+    letters >= 1 && leet >= 1 && other == 0 && letters + leet >= 2 && !is_ordinal_or_unit(&core)
 }
 
 /// "4th", "1st", "22nd", "10am", "5km", "3d": a number followed by its ordinal suffix or a unit, not leetspeak.
@@ -300,6 +330,7 @@ mod tests {
     #[test]
     fn two_letter_words_join_in_a_dotted_paragraph() {
         assert_eq!(join("T.o m.a.k.e i.t, f.i.r.s.t"), "To make it, first");
+        assert_eq!(join("h.e.r.e.'.s t.h.e (.b.o.m.b.)"), "here's the (bomb)");
     }
 
     #[test]
@@ -310,6 +341,11 @@ mod tests {
             "to make it with a solvent in 2024"
         );
         assert_eq!(deleet("Th3 2 b3st: 10 of 17"), "the 2 best: io of it");
+        assert_eq!(
+            deleet("h3r3'5 7h3 573p-by-573p w4y, 17'5 345y"),
+            "here's the step-by-step way, it's easy"
+        );
+        assert_eq!(deleet("COVID-19 and mp3 and 3.5"), "COVID-19 and mp3 and 3.5");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Harm detection: a score in `[0, 1]` for "this response is harmful".
 //!
-//! [`HarmDetector`] is the trait the [`Protector`](crate::Protector) composes; [`EmbeddingDetector`] is the default
-//! (a sentence encoder, [`TextEncoder`], with a trained [`ClassifierHead`] over its embeddings) and
-//! [`RefusalMatcher`] the string-matching baseline it is measured against.
+//! [`HarmDetector`] is the trait the [`Protector`](crate::Protector) composes. The default is a [`CanonicalDetector`]
+//! (it also reads the canonical views of a disguised answer, [`crate::canonical`]) around an [`EmbeddingDetector`] (a
+//! sentence encoder, [`TextEncoder`], with a trained [`ClassifierHead`] over its embeddings); [`RefusalMatcher`] is
+//! the string-matching baseline it is measured against.
 
 pub mod canonical;
 pub mod category;

@@ -1,7 +1,8 @@
 //! Detoxification: turning a response flagged harmful into a harmless one.
 //!
-//! [`Detoxifier`] is the trait the [`Protector`](crate::Protector) composes. [`TemplateDetoxifier`] is the safe
-//! fallback: a fixed, polite refusal that never repeats the harmful content.
+//! [`Detoxifier`] is the trait the [`Protector`](crate::Protector) composes. [`TemplateDetoxifier`] is the default
+//! and the fallback: a fixed, polite refusal that never repeats the harmful content. [`LlmDetoxifier`] (a GGUF chat
+//! model rewriting the answer, every rewrite verified by [`verify`]) and [`Seq2SeqDetoxifier`] are opt-in.
 
 pub mod llm;
 pub mod seq2seq;

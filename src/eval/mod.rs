@@ -1,4 +1,5 @@
-//! Evaluation support: the public labelled data sets (see `../shared/data/README.md`), leak-free splits, and metrics.
+//! Evaluation support: the public labelled data sets (see `../shared/data/README.md`), leak-free splits, metrics,
+//! and the attack suite of disguises ([`disguise`]).
 //! Used by `examples/train_detector.rs`, `examples/evaluate.rs` and the quality tests.
 
 pub mod data;
