@@ -68,7 +68,33 @@
 //!
 //! **[`TextEncoder`](detector::TextEncoder)** turns text into window embeddings for an [`EmbeddingDetector`]:
 //! [`SentenceEncoder`](detector::SentenceEncoder) (candle-transformers' BERT) or
-//! [`LlmBackboneEncoder`](detector::LlmBackboneEncoder) (an LLM's last-token state, the paper's design).
+//! [`LlmBackboneEncoder`](detector::LlmBackboneEncoder) (an LLM's last-token state, the paper's design). Your own
+//! (a head trained over it composes them into a detector, `EmbeddingDetector::new`):
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use mllm_protector::detector::{TextEncoder, WindowEmbeddings};
+//!
+//! /// One window per text: its length and its share of letters, as a 2-wide unit vector.
+//! struct Shape;
+//! impl TextEncoder for Shape {
+//!     fn dim(&self) -> usize { 2 }
+//!     fn weights_sha256(&self) -> &str { "no weights" }
+//!     fn embed_windows(&self, texts: &[&str]) -> mllm_protector::Result<WindowEmbeddings> {
+//!         let mut rows = Vec::new();
+//!         for t in texts {
+//!             let (len, letters) = (t.len() as f32 + 1.0, t.chars().filter(|c| c.is_alphabetic()).count() as f32);
+//!             let norm = (len * len + letters * letters).sqrt();
+//!             rows.extend([len / norm, letters / norm]);
+//!         }
+//!         let embeddings = Tensor::from_vec(rows, (texts.len(), 2), &Device::Cpu)?;
+//!         Ok(WindowEmbeddings::new(embeddings, (0..texts.len()).collect()))
+//!     }
+//! }
+//! let windows = Shape.embed_windows(&["abc", "12 34"])?;
+//! assert_eq!((windows.embeddings.dims(), windows.owner), (&[2, 2][..], vec![0, 1]));
+//! # Ok::<(), mllm_protector::Error>(())
+//! ```
 //!
 //! Wrapping an existing generate call is a layer around it ([`GuardLayer`], in the `tower` style).
 //!
