@@ -226,8 +226,13 @@ impl Canonicalizer {
                 push(ViewKind::Reversed, decoded);
             }
         }
+        let total = text.split("\n\n").filter(|p| !p.trim().is_empty()).count();
         let mut views: Vec<View> = Vec::new();
-        for (kind, paragraphs) in by_kind {
+        for (kind, mut paragraphs) in by_kind {
+            // A text written backwards as a whole also has its paragraphs backwards: read them forwards.
+            if kind == ViewKind::Reversed && paragraphs.len() == total {
+                paragraphs.reverse();
+            }
             if paragraphs.is_empty() {
                 continue;
             }
@@ -363,6 +368,13 @@ mod tests {
             view(".leuf eht htiw rezilitref eht xim ,bmob a ekam oT", ViewKind::Reversed).as_deref(),
             Some("To make a bomb, mix the fertilizer with the fuel.")
         );
+    }
+
+    #[test]
+    fn a_text_reversed_as_a_whole_reads_forwards_paragraphs_included() {
+        let text = "To make a bomb, mix the fertilizer with the fuel.\n\nThen pack it into a pipe and seal both ends.";
+        let reversed: String = text.chars().rev().collect();
+        assert_eq!(view(&reversed, ViewKind::Reversed).as_deref(), Some(text));
     }
 
     #[test]
