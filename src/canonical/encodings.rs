@@ -5,7 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 
-use super::words::reads_better;
+use super::words::{map_words, reads_better};
 
 /// Shortest base64 or hex segment worth trying (shorter ones are words, ids and hashes more often than messages).
 const MIN_SEGMENT: usize = 16;
@@ -29,32 +29,23 @@ fn readable(bytes: &[u8]) -> Option<String> {
 
 /// Replaces each whitespace-separated segment that `decode` accepts, while `budget` (decoded bytes) lasts.
 fn replace_segments(text: &str, budget: &mut usize, mut decode: impl FnMut(&str) -> Option<Vec<u8>>) -> Option<String> {
-    let mut out = String::with_capacity(text.len());
     let mut changed = false;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let split = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let (token, tail) = rest.split_at(split);
-        let space = tail.find(|c: char| !c.is_whitespace()).unwrap_or(tail.len());
+    let out = map_words(text, |token| {
         // Quotes, brackets and a final full stop around an encoded blob are not part of it.
         let core =
             token.trim_matches(|c: char| matches!(c, '"' | '\'' | '`' | '(' | ')' | '[' | ']' | '.' | ',' | ':'));
         let decoded = (core.len() >= MIN_SEGMENT && *budget > 0)
             .then(|| decode(core))
             .flatten()
-            .and_then(|bytes| readable(&bytes));
-        match decoded {
-            Some(plain) if plain.len() <= *budget => {
-                *budget -= plain.len();
-                out.push_str(&plain);
-                changed = true;
-            }
-            Some(_) => *budget = 0,
-            None => out.push_str(token),
+            .and_then(|bytes| readable(&bytes))?;
+        if decoded.len() > *budget {
+            *budget = 0;
+            return None;
         }
-        out.push_str(&tail[..space]);
-        rest = &tail[space..];
-    }
+        *budget -= decoded.len();
+        changed = true;
+        Some(decoded)
+    });
     changed.then_some(out)
 }
 

@@ -182,7 +182,9 @@ impl Canonicalizer {
             }
         };
         let mut decode_budget = c.max_decoded_bytes;
+        let mut total = 0;
         for paragraph in text.split("\n\n").filter(|p| !p.trim().is_empty()) {
+            total += 1;
             let folded = if c.unicode {
                 unicode::fold(paragraph)
             } else {
@@ -226,7 +228,6 @@ impl Canonicalizer {
                 push(ViewKind::Reversed, decoded);
             }
         }
-        let total = text.split("\n\n").filter(|p| !p.trim().is_empty()).count();
         let mut views: Vec<View> = Vec::new();
         for (kind, mut paragraphs) in by_kind {
             // A text written backwards as a whole also has its paragraphs backwards: read them forwards.

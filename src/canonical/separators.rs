@@ -1,6 +1,8 @@
 //! Letters pulled apart ("b o m b", "b.o.m.b", "m-e-t-h", "ex*plo*sive") joined back into words, and leetspeak
 //! ("m3th", "0bt41n") read as letters.
 
+use super::words::{map_words, words_and_gaps};
+
 /// Characters an attacker inserts inside a word ("ex*plo*sive"); `.` and `-` only count between single letters or
 /// short pieces (see [`join_inside`]), as they are ordinary inside abbreviations, numbers and compounds.
 const INSERTED: [char; 7] = ['*', '|', '~', '^', '·', '•', '_'];
@@ -38,17 +40,7 @@ pub(crate) fn join(paragraph: &str) -> String {
         .take(2)
         .count();
     let min_pieces = if separated >= 2 { 2 } else { 3 };
-    let mut out = String::with_capacity(spaced.len());
-    let mut rest = spaced.as_str();
-    while !rest.is_empty() {
-        let split = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let (word, tail) = rest.split_at(split);
-        out.push_str(&join_inside(word, min_pieces));
-        let space = tail.find(|c: char| !c.is_whitespace()).unwrap_or(tail.len());
-        out.push_str(&tail[..space]);
-        rest = &tail[space..];
-    }
-    out
+    map_words(&spaced, |word| Some(join_inside(word, min_pieces)))
 }
 
 /// A token of one alphanumeric character (or leet symbol) when letters are spaced out.
@@ -64,21 +56,9 @@ fn is_last_unit(token: &str) -> bool {
 }
 
 fn join_spaced(paragraph: &str) -> String {
-    // Tokens with the whitespace that follows each.
-    let mut tokens: Vec<(&str, &str)> = Vec::new();
-    let mut rest = paragraph;
-    let lead = rest.find(|c: char| !c.is_whitespace()).unwrap_or(rest.len());
-    let (prefix, tail) = rest.split_at(lead);
-    rest = tail;
-    while !rest.is_empty() {
-        let split = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let (word, tail) = rest.split_at(split);
-        let space = tail.find(|c: char| !c.is_whitespace()).unwrap_or(tail.len());
-        tokens.push((word, &tail[..space]));
-        rest = &tail[space..];
-    }
+    // Tokens with the whitespace that follows each (leading whitespace follows an empty token, never a unit).
+    let tokens: Vec<(&str, &str)> = words_and_gaps(paragraph).collect();
     let mut out = String::with_capacity(paragraph.len());
-    out.push_str(prefix);
     let mut i = 0;
     while i < tokens.len() {
         // The longest run of units (and "/" word breaks) starting here.
@@ -185,40 +165,25 @@ fn join_alternating(token: &str, min_pieces: usize) -> Option<String> {
 /// paragraph where a fifth of the words or more are leetspeak, words written only in leet characters ("17" for
 /// "it", "4" for "a") are read as letters too: there, numbers are more likely words than numbers.
 pub(crate) fn deleet(paragraph: &str) -> String {
-    let mut tokens: Vec<(&str, bool)> = Vec::new();
-    let mut rest = paragraph;
-    while !rest.is_empty() {
-        let split = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let (word, tail) = rest.split_at(split);
-        let space = tail.find(|c: char| !c.is_whitespace()).unwrap_or(tail.len());
-        if !word.is_empty() {
-            tokens.push((word, is_leet(word)));
-        }
-        tokens.push((&tail[..space], false));
-        rest = &tail[space..];
-    }
-    let leet = tokens.iter().filter(|t| t.1).count();
-    let words = tokens.iter().filter(|t| !t.0.trim().is_empty()).count();
+    let flags: Vec<bool> = words_and_gaps(paragraph).map(|(w, _)| is_leet(w)).collect();
+    let leet = flags.iter().filter(|&&f| f).count();
+    let words = words_and_gaps(paragraph).filter(|(w, _)| !w.is_empty()).count();
     if leet == 0 || (leet < 2 && words > 1) {
         return paragraph.to_string();
     }
     let mostly_leet = leet * 5 >= words;
-    let mut out = String::with_capacity(paragraph.len());
-    for (token, leet) in tokens {
-        if leet || (mostly_leet && all_leet(token)) {
+    // map_words visits the words in the order the flags were computed.
+    let mut flags = flags.into_iter();
+    map_words(paragraph, |token| {
+        let leet = flags.next().unwrap_or(false);
+        (leet || (mostly_leet && all_leet(token))).then(|| {
             let (start, end) = core_bounds(token);
-            out.push_str(&token[..start]);
-            out.extend(
-                token[start..end]
-                    .chars()
-                    .map(|c| leet_letter(c).unwrap_or(c).to_ascii_lowercase()),
-            );
-            out.push_str(&token[end..]);
-        } else {
-            out.push_str(token);
-        }
-    }
-    out
+            let letters = token[start..end]
+                .chars()
+                .map(|c| leet_letter(c).unwrap_or(c).to_ascii_lowercase());
+            format!("{}{}{}", &token[..start], letters.collect::<String>(), &token[end..])
+        })
+    })
 }
 
 /// A token whose core is only leet characters ("17", "4", "50", "17'5"), at most 8 of them.

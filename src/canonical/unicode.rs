@@ -8,6 +8,8 @@
 
 use unicode_normalization::UnicodeNormalization;
 
+use super::words::map_words;
+
 /// Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt): characters that render as nothing.
 /// Soft hyphen, combining grapheme joiner, Hangul fillers, zero-width and bidi controls, word joiners, variation
 /// selectors, the BOM and tag characters are among them.
@@ -80,26 +82,12 @@ fn fold_words(paragraph: &str, every_look_alike: bool) -> String {
         }
     }
     let latin_text = every_look_alike || latin > look_alike;
-    let mut out = String::with_capacity(visible.len());
-    let mut rest = visible.as_str();
-    // Words and the whitespace between them, in order; only words are folded.
-    while !rest.is_empty() {
-        let split = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let (word, tail) = rest.split_at(split);
-        let space = tail.find(|c: char| !c.is_whitespace()).unwrap_or(tail.len());
-        let (gap, tail) = tail.split_at(space);
-        let disguised = word
-            .chars()
-            .any(|c| nfkc_to_ascii(c) || (latin_text && is_cyrillic_or_greek(c) && c.is_alphabetic()));
-        if disguised {
-            out.push_str(&cure(word));
-        } else {
-            out.push_str(word);
-        }
-        out.push_str(gap);
-        rest = tail;
-    }
-    out
+    // Only words are folded; the whitespace between them stays as written.
+    map_words(&visible, |word| {
+        word.chars()
+            .any(|c| nfkc_to_ascii(c) || (latin_text && is_cyrillic_or_greek(c) && c.is_alphabetic()))
+            .then(|| cure(word))
+    })
 }
 
 /// NFKC, then `decancer` (homoglyph tables, lowercase); a word `decancer` cannot cure stays as NFKC made it.

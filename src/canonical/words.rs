@@ -14,6 +14,36 @@ const COMMON: [&str; 117] = [
     "where", "which", "while", "who", "why", "will", "with", "would", "you", "your", "step", "using",
 ];
 
+/// The words of `text` (maximal runs without whitespace), each with the whitespace after it, in order; a text that
+/// starts with whitespace yields an empty word first. Concatenated, they give back `text`.
+pub(crate) fn words_and_gaps(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let split = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(split);
+        let space = tail.find(|c: char| !c.is_whitespace()).unwrap_or(tail.len());
+        let (gap, tail) = tail.split_at(space);
+        rest = tail;
+        Some((word, gap))
+    })
+}
+
+/// `text` with each word replaced by `f(word)` where it returns a replacement; whitespace stays as written.
+pub(crate) fn map_words(text: &str, mut f: impl FnMut(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (word, gap) in words_and_gaps(text) {
+        match f(word) {
+            Some(replacement) => out.push_str(&replacement),
+            None => out.push_str(word),
+        }
+        out.push_str(gap);
+    }
+    out
+}
+
 fn is_common(word: &str) -> bool {
     COMMON.contains(&word)
 }
@@ -72,6 +102,19 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), COMMON.len());
         assert!(COMMON.iter().all(|w| w.chars().all(|c| c.is_ascii_lowercase())));
+    }
+
+    #[test]
+    fn words_and_gaps_give_back_the_text() {
+        for text in ["", " a  b\n", "one", "  ", "x y \t"] {
+            let parts: Vec<(&str, &str)> = words_and_gaps(text).collect();
+            assert_eq!(parts.iter().map(|(w, g)| format!("{w}{g}")).collect::<String>(), text);
+        }
+        assert_eq!(
+            words_and_gaps(" a  b").collect::<Vec<_>>(),
+            [("", " "), ("a", "  "), ("b", "")]
+        );
+        assert_eq!(map_words(" ab  c", |w| (w == "ab").then(|| "X".to_string())), " X  c");
     }
 
     #[test]

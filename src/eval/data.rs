@@ -76,6 +76,17 @@ pub fn split_of(group: &str, seed: u64) -> Split {
     }
 }
 
+/// A gzip-compressed text file, read whole.
+fn read_gz(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    Ok(text)
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))
 }
@@ -428,13 +439,8 @@ pub fn load_alpaca_safety_information(data: &Path) -> Result<Vec<Example>> {
 /// The final assistant turn of each HH-RLHF harmless-base `chosen` dialogue that `keep` accepts, as a harmless
 /// answer to the human turn before it.
 fn hhrlhf_final_turns(data: &Path, source: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Example>> {
-    use std::io::Read;
     let path = data.join("hhrlhf/harmless-base/test.jsonl.gz");
-    let file = std::fs::File::open(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let text = read_gz(&path)?;
     #[derive(Deserialize)]
     struct Pair {
         chosen: String,
@@ -479,15 +485,10 @@ fn hhrlhf_final_turns(data: &Path, source: &str, keep: impl Fn(&str) -> bool) ->
 /// again"), which is not a harmful answer; such texts are left out. A text with every label known and 0 is harmless;
 /// one with unknown labels and no positive is left out.
 pub fn load_moderation(data: &Path) -> Result<Vec<Example>> {
-    use std::io::Read;
     const HARMFUL: [&str; 7] = ["H", "H2", "HR", "V", "V2", "S", "S3"];
     const ALL: [&str; 8] = ["S", "H", "V", "HR", "SH", "S3", "H2", "V2"];
     let path = data.join("openai-moderation/samples-1680.jsonl.gz");
-    let file = std::fs::File::open(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let text = read_gz(&path)?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
