@@ -123,8 +123,9 @@ pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use image::Image;
 pub use protector::{
-    Action, FailurePolicy, GuardLayer, GuardOutcome, GuardRequest, Guarded, GuardedError, InputLimits, Protector,
-    ProtectorBuilder, ProtectorConfig, RewriteChecks, Verdict,
+    Action, FailurePolicy, Flow, GenerateStream, GuardLayer, GuardOutcome, GuardRequest, Guarded, GuardedError,
+    HoldBack, InputLimits, Protector, ProtectorBuilder, ProtectorConfig, RewriteChecks, StreamConfig, StreamGuard,
+    StreamOutcome, Verdict,
 };
 
 /// The README's Rust snippets, compiled and run as doctests.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{CanonicalConfig, Canonicalizer, Language, ViewKind, detect_language};
-use crate::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore};
+use crate::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore, WindowCache};
 use crate::error::{Error, Result};
 
 /// What to do with a response written in a language the inner detector cannot read (it was trained on English).
@@ -119,6 +119,16 @@ impl<D: HarmDetector> HarmDetector for CanonicalDetector<D> {
     }
 
     fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
+        self.score_with(inputs, None)
+    }
+
+    fn score_batch_cached(&self, inputs: &[DetectionInput<'_>], cache: &mut WindowCache) -> Result<Vec<HarmScore>> {
+        self.score_with(inputs, Some(cache))
+    }
+}
+
+impl<D: HarmDetector> CanonicalDetector<D> {
+    fn score_with(&self, inputs: &[DetectionInput<'_>], cache: Option<&mut WindowCache>) -> Result<Vec<HarmScore>> {
         // Every reading of every response, scored in one batch: (input, view, text).
         let mut readings: Vec<(usize, ViewKind, String)> = Vec::with_capacity(inputs.len());
         let mut languages: Vec<Option<Language>> = Vec::with_capacity(inputs.len());
@@ -139,7 +149,10 @@ impl<D: HarmDetector> HarmDetector for CanonicalDetector<D> {
                 DetectionInput::new(inputs[*i].prompt, response)
             })
             .collect();
-        let scores = self.inner.score_batch(&batch)?;
+        let scores = match cache {
+            Some(cache) => self.inner.score_batch_cached(&batch, cache)?,
+            None => self.inner.score_batch(&batch)?,
+        };
         if scores.len() != batch.len() {
             return Err(Error::ShapeMismatch {
                 what: format!("{} scores for the readings", self.inner.name()),

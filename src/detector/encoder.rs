@@ -230,6 +230,85 @@ pub trait TextEncoder: Send + Sync {
     fn weights_sha256(&self) -> &str;
     /// Embeds every window of every text, in one batched pass.
     fn embed_windows(&self, texts: &[&str]) -> Result<WindowEmbeddings>;
+
+    /// [`embed_windows`](Self::embed_windows), taking windows already embedded from `cache` and adding the new
+    /// ones, so a text read again as it grows (a streamed answer) pays only for the windows that changed. The
+    /// default ignores the cache.
+    fn embed_windows_cached(&self, texts: &[&str], cache: &mut WindowCache) -> Result<WindowEmbeddings> {
+        let _ = cache;
+        self.embed_windows(texts)
+    }
+}
+
+/// Embeddings of token windows already read, keyed by the window's token ids: one per stream (or per caller that
+/// reads the same text again), never shared between users, so a benchmark or a guard call never gets another's
+/// work for free. Bounded: when full it starts over.
+///
+/// ```
+/// use mllm_protector::detector::WindowCache;
+/// let cache = WindowCache::new(1024);
+/// assert_eq!((cache.hits(), cache.misses(), cache.len()), (0, 0, 0));
+/// ```
+#[derive(Debug, Clone)]
+pub struct WindowCache {
+    rows: HashMap<Vec<u32>, Vec<f32>>,
+    max_entries: usize,
+    hits: usize,
+    misses: usize,
+}
+
+impl Default for WindowCache {
+    fn default() -> Self {
+        Self::new(1024)
+    }
+}
+
+impl WindowCache {
+    /// An empty cache holding at most `max_entries` windows.
+    pub fn new(max_entries: usize) -> Self {
+        WindowCache {
+            rows: HashMap::new(),
+            max_entries: max_entries.max(1),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// Windows found in the cache so far.
+    pub fn hits(&self) -> usize {
+        self.hits
+    }
+
+    /// Windows that had to be embedded so far.
+    pub fn misses(&self) -> usize {
+        self.misses
+    }
+
+    /// Windows held.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn get(&mut self, window: &[u32]) -> Option<&Vec<f32>> {
+        let row = self.rows.get(window);
+        if row.is_some() {
+            self.hits += 1;
+        }
+        row
+    }
+
+    fn insert(&mut self, window: Vec<u32>, row: Vec<f32>) {
+        self.misses += 1;
+        if self.rows.len() >= self.max_entries {
+            self.rows.clear();
+        }
+        self.rows.insert(window, row);
+    }
 }
 
 /// all-MiniLM-L6-v2 (or any BERT sentence-transformer) on candle.
@@ -386,6 +465,21 @@ impl SentenceEncoder {
         Ok(self.windows_and_spans(text)?.0)
     }
 
+    /// Every window of every text, with its owner and whether it is a short span.
+    #[allow(clippy::type_complexity)]
+    fn all_windows(&self, texts: &[&str]) -> Result<(Vec<Vec<u32>>, Vec<usize>, Vec<bool>)> {
+        let mut all = Vec::new();
+        let mut owner = Vec::new();
+        let mut span = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let (windows, first_span) = self.windows_and_spans(text)?;
+            owner.extend(std::iter::repeat_n(i, windows.len()));
+            span.extend((0..windows.len()).map(|w| w >= first_span));
+            all.extend(windows);
+        }
+        Ok((all, owner, span))
+    }
+
     /// [`token_windows`](Self::token_windows), and the index where the short spans start (they come last).
     fn windows_and_spans(&self, text: &str) -> Result<(Vec<Vec<u32>>, usize)> {
         let ids = self.encode(text)?;
@@ -498,17 +592,30 @@ impl TextEncoder for SentenceEncoder {
     }
 
     fn embed_windows(&self, texts: &[&str]) -> Result<WindowEmbeddings> {
-        let mut all = Vec::new();
-        let mut owner = Vec::new();
-        let mut span = Vec::new();
-        for (i, text) in texts.iter().enumerate() {
-            let (windows, first_span) = self.windows_and_spans(text)?;
-            owner.extend(std::iter::repeat_n(i, windows.len()));
-            span.extend((0..windows.len()).map(|w| w >= first_span));
-            all.extend(windows);
-        }
+        let (all, owner, span) = self.all_windows(texts)?;
         Ok(WindowEmbeddings {
             embeddings: self.embed_token_windows(&all)?,
+            owner,
+            span,
+        })
+    }
+
+    fn embed_windows_cached(&self, texts: &[&str], cache: &mut WindowCache) -> Result<WindowEmbeddings> {
+        let (all, owner, span) = self.all_windows(texts)?;
+        let mut rows: Vec<Option<Vec<f32>>> = all.iter().map(|w| cache.get(w).cloned()).collect();
+        let missing: Vec<usize> = (0..all.len()).filter(|&i| rows[i].is_none()).collect();
+        if !missing.is_empty() {
+            let windows: Vec<Vec<u32>> = missing.iter().map(|&i| all[i].clone()).collect();
+            let embedded = self.embed_token_windows(&windows)?.to_vec2::<f32>()?;
+            for ((i, window), row) in missing.into_iter().zip(windows).zip(embedded) {
+                cache.insert(window, row.clone());
+                rows[i] = Some(row);
+            }
+        }
+        let flat: Vec<f32> = rows.into_iter().flatten().flatten().collect();
+        let embeddings = Tensor::from_vec(flat, (all.len(), self.hidden), &self.device)?;
+        Ok(WindowEmbeddings {
+            embeddings,
             owner,
             span,
         })

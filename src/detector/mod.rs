@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use canonical::{CanonicalDetector, LanguagePolicy};
 pub use category::HarmCategory;
 pub use context::ScoringContext;
-pub use encoder::{SentenceEncoder, TextEncoder, WeightDelta, WindowEmbeddings, Windowing};
+pub use encoder::{SentenceEncoder, TextEncoder, WeightDelta, WindowCache, WindowEmbeddings, Windowing};
 pub use head::{ClassifierHead, DeltaStorage, EncoderIdentity, EncoderKind, HeadMetadata};
 pub use llm_backbone::LlmBackboneEncoder;
 pub use refusal::RefusalMatcher;
@@ -123,6 +123,14 @@ pub trait HarmDetector: Send + Sync {
     /// Scores many responses at once (batched where the detector can).
     fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>>;
 
+    /// [`score_batch`](Self::score_batch), reusing windows embedded earlier from `cache` (a detector over token
+    /// windows gives exactly the scores of `score_batch`, paying only for windows not seen before). The
+    /// [`StreamGuard`](crate::StreamGuard) reads its growing answer through this. The default ignores the cache.
+    fn score_batch_cached(&self, inputs: &[DetectionInput<'_>], cache: &mut WindowCache) -> Result<Vec<HarmScore>> {
+        let _ = cache;
+        self.score_batch(inputs)
+    }
+
     /// Scores one response.
     fn score(&self, input: DetectionInput<'_>) -> Result<HarmScore> {
         let mut scores = self.score_batch(&[input])?;
@@ -146,6 +154,9 @@ impl<T: HarmDetector + ?Sized> HarmDetector for Arc<T> {
     }
     fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
         (**self).score_batch(inputs)
+    }
+    fn score_batch_cached(&self, inputs: &[DetectionInput<'_>], cache: &mut WindowCache) -> Result<Vec<HarmScore>> {
+        (**self).score_batch_cached(inputs, cache)
     }
 }
 
@@ -381,12 +392,25 @@ impl HarmDetector for EmbeddingDetector {
     }
 
     fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
+        self.score_with(inputs, None)
+    }
+
+    fn score_batch_cached(&self, inputs: &[DetectionInput<'_>], cache: &mut WindowCache) -> Result<Vec<HarmScore>> {
+        self.score_with(inputs, Some(cache))
+    }
+}
+
+impl EmbeddingDetector {
+    fn score_with(&self, inputs: &[DetectionInput<'_>], cache: Option<&mut WindowCache>) -> Result<Vec<HarmScore>> {
         if let Some(i) = inputs.iter().position(|x| x.response.trim().is_empty()) {
             return Err(Error::InvalidInput(format!("response {i} is empty: nothing to score")));
         }
         let texts: Vec<_> = inputs.iter().map(|x| self.context.text(x)).collect();
         let refs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
-        let windows = self.encoder.embed_windows(&refs)?;
+        let windows = match cache {
+            Some(cache) => self.encoder.embed_windows_cached(&refs, cache)?,
+            None => self.encoder.embed_windows(&refs)?,
+        };
         let probs = if self.context.embeds_prompt() {
             let prompts: Vec<&str> = inputs.iter().map(|x| x.prompt).collect();
             let prompts = context::prompt_embeddings(self.encoder.as_ref(), &prompts)?;

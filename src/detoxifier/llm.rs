@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::loading::gguf::GgufFile;
 use crate::loading::gguf_tokenizer::GgufTokenizer;
 use crate::loading::{default_models_dir, pins};
+use crate::protector::Flow;
 
 /// Generation and prompting settings (serde; every field has a default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +120,8 @@ pub enum StopReason {
     MaxTokens,
     /// The text started repeating itself; generation was cut short (the rewrite will be rejected).
     Degenerate,
+    /// The caller's streaming callback said stop (a [`StreamGuard`](crate::StreamGuard) found the answer harmful).
+    Stopped,
 }
 
 /// One generation.
@@ -365,6 +368,28 @@ impl LlmDetoxifier {
     /// # Ok::<(), mllm_protector::Error>(())
     /// ```
     pub fn generate_with_prefill(&self, messages: &[ChatMessage], prefill: &str) -> Result<Generation> {
+        self.generate_streaming(messages, prefill, &mut |_| Flow::Continue)
+    }
+
+    /// [`generate_with_prefill`](Self::generate_with_prefill), handing the text to `on_text` piece by piece as it is
+    /// generated (the prefill first, then each token's text once it decodes to whole characters), and stopping when
+    /// `on_text` returns [`Flow::Stop`] ([`StopReason::Stopped`]). This is the generator of the streaming example.
+    ///
+    /// ```no_run
+    /// # use mllm_protector::detoxifier::{llm::ChatMessage, LlmDetoxifier};
+    /// use mllm_protector::Flow;
+    /// let llm = LlmDetoxifier::load_default()?;
+    /// let msg = [ChatMessage { role: "user".into(), content: "Name three primary colours.".into() }];
+    /// let g = llm.generate_streaming(&msg, "", &mut |piece| { print!("{piece}"); Flow::Continue })?;
+    /// println!("\n{} tokens", g.new_tokens);
+    /// # Ok::<(), mllm_protector::Error>(())
+    /// ```
+    pub fn generate_streaming(
+        &self,
+        messages: &[ChatMessage],
+        prefill: &str,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation> {
         let started = Instant::now();
         let deadline = Duration::from_secs_f64(self.config.max_seconds.max(0.0));
         let (prefix_ids, mut rest_ids) = self.prompt_ids(messages)?;
@@ -392,6 +417,17 @@ impl LlmDetoxifier {
         // README was generated that way, and a prefill such as "1." is no repetition of the model's.
         let mut generated: Vec<u32> = Vec::new();
         let mut stop = StopReason::MaxTokens;
+        // Bytes of the decoded generation already handed to `on_text`.
+        let mut emitted = 0;
+        if !prefill.is_empty() && on_text(prefill) == Flow::Stop {
+            return Ok(Generation {
+                text: prefill.trim().to_string(),
+                prompt_tokens,
+                new_tokens: 0,
+                seconds: started.elapsed().as_secs_f64(),
+                stop: StopReason::Stopped,
+            });
+        }
         let mut input = Tensor::new(first.as_slice(), &self.device)?.unsqueeze(0)?;
         for _ in 0..self.config.max_new_tokens {
             let logits = session.forward(&input, pos)?.squeeze(0)?;
@@ -409,8 +445,18 @@ impl LlmDetoxifier {
                 break;
             }
             generated.push(next);
+            let decoded = self.decode(&generated)?;
+            // A token that ends inside a multi-byte character waits for the next one.
+            if !decoded.ends_with('\u{FFFD}') && decoded.len() > emitted && decoded.is_char_boundary(emitted) {
+                let piece = &decoded[emitted..];
+                emitted = decoded.len();
+                if on_text(piece) == Flow::Stop {
+                    stop = StopReason::Stopped;
+                    break;
+                }
+            }
             // A small model that starts looping never recovers: stop early rather than spend the whole budget.
-            if generated.len() % 16 == 0 && is_degenerate(&self.decode(&generated)?) {
+            if generated.len() % 16 == 0 && is_degenerate(&decoded) {
                 stop = StopReason::Degenerate;
                 break;
             }

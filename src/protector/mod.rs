@@ -1,13 +1,15 @@
 //! The [`Protector`]: a harm detector and a detoxifier behind one call, `guard(image, prompt, response)`.
 
 pub mod layer;
+pub mod stream;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use layer::{Generate, GuardLayer, Guarded, GuardedError};
+pub use layer::{Generate, GenerateStream, GuardLayer, Guarded, GuardedError};
+pub use stream::{Flow, HoldBack, StreamConfig, StreamGuard, StreamOutcome, StreamStats, StreamStep};
 
 use crate::canonical::{Language, ViewKind};
 use crate::detector::{CanonicalDetector, DetectionInput, DetectorConfig, HarmCategory, HarmDetector, HarmScore};
@@ -305,10 +307,9 @@ impl Protector {
         r.image.map(Image::inspect).transpose()
     }
 
-    fn decide(&self, r: &GuardRequest<'_>, image: Option<ImageInfo>, score: Result<HarmScore, String>) -> GuardOutcome {
-        let language = score.as_ref().ok().and_then(|s| s.language);
-        let view = score.as_ref().map(|s| s.view).unwrap_or_default();
-        let score = score.and_then(|s| {
+    /// The score when it can be used (a probability in `[0, 1]`), else why the detector could not decide.
+    fn usable(score: Result<HarmScore, String>) -> Result<HarmScore, String> {
+        score.and_then(|s| {
             if s.probability.is_finite() && (0.0..=1.0).contains(&s.probability) {
                 Ok(s)
             } else if let (Some(language), true) = (s.language, s.probability.is_nan()) {
@@ -322,7 +323,22 @@ impl Protector {
                     s.probability
                 ))
             }
-        });
+        })
+    }
+
+    /// Harmless, harmful or undecided, as [`guard`](Self::guard) would judge this score.
+    fn verdict_of(&self, score: &Result<HarmScore, String>) -> Verdict {
+        match Self::usable(score.clone()) {
+            Ok(s) if s.probability >= self.threshold => Verdict::Harmful,
+            Ok(_) => Verdict::Harmless,
+            Err(_) => Verdict::Undecided,
+        }
+    }
+
+    fn decide(&self, r: &GuardRequest<'_>, image: Option<ImageInfo>, score: Result<HarmScore, String>) -> GuardOutcome {
+        let language = score.as_ref().ok().and_then(|s| s.language);
+        let view = score.as_ref().map(|s| s.view).unwrap_or_default();
+        let score = Self::usable(score);
         let mut outcome = GuardOutcome {
             harm_score: None,
             threshold: self.threshold,
