@@ -96,6 +96,16 @@ pub enum Error {
         seconds: f64,
     },
 
+    /// An [`ImageReader`](crate::image::ImageReader) could not read the text in an image (the OCR program is
+    /// missing, failed or gave no usable output).
+    #[error("image reader {reader}: {reason}")]
+    ImageReader {
+        /// Which reader.
+        reader: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A data set the examples or tests read is missing or malformed.
     #[error("data set: {0}")]
     Data(String),

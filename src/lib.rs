@@ -96,7 +96,38 @@
 //! # Ok::<(), mllm_protector::Error>(())
 //! ```
 //!
-//! Wrapping an existing generate call is a layer around it ([`GuardLayer`], in the `tower` style).
+//! Wrapping an existing generate call is a layer around it ([`GuardLayer`], in the `tower` style). An answer that
+//! is streamed is guarded while it is generated: a [`StreamGuard`] shows only text that passed its checks and stops
+//! the generator when the answer turns harmful (with a stand-in detector here; [`Protector::stream`] with the
+//! default one):
+//!
+//! ```
+//! use mllm_protector::{DetectionInput, Flow, HarmDetector, HarmScore, HoldBack, Protector, StreamConfig};
+//! # struct Keyword;
+//! # impl HarmDetector for Keyword {
+//! #     fn name(&self) -> &str { "keyword" }
+//! #     fn threshold(&self) -> f32 { 0.5 }
+//! #     fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> mllm_protector::Result<Vec<HarmScore>> {
+//! #         Ok(inputs.iter().map(|i| HarmScore::single(f32::from(u8::from(i.response.contains("detonator"))))).collect())
+//! #     }
+//! # }
+//! let protector = Protector::builder().detector(Keyword).build()?;
+//! let config = StreamConfig {
+//!     first_check_words: 4, check_every_words: 4, sentence_wait_words: 0, hold_back: HoldBack::Checked(0), ..Default::default()
+//! };
+//! let mut stream = protector.stream_with(None, "q", config)?;
+//! let (mut shown, mut pushed) = (String::new(), 0);
+//! for token in "First cut the red wire. Then wire the detonator to the clock and wait .".split_inclusive(' ') {
+//!     pushed += 1;
+//!     let step = stream.push(token)?;
+//!     shown.push_str(&step.release);
+//!     if step.flow == Flow::Stop { break; }
+//! }
+//! let end = stream.finish()?;
+//! assert!(end.stopped && pushed < 15 && !shown.contains("detonator"));
+//! assert_eq!(end.shown, format!("{shown}{}", end.rest)); // what was shown, then the replacement
+//! # Ok::<(), mllm_protector::Error>(())
+//! ```
 //!
 //! ## Folders
 //!
@@ -124,8 +155,8 @@ pub use error::{Error, Result};
 pub use image::Image;
 pub use protector::{
     Action, FailurePolicy, Flow, GenerateStream, GuardLayer, GuardOutcome, GuardRequest, Guarded, GuardedError,
-    HoldBack, InputLimits, Protector, ProtectorBuilder, ProtectorConfig, RewriteChecks, StreamConfig, StreamGuard,
-    StreamOutcome, Verdict,
+    HoldBack, ImageTextReport, ImageTextUse, InputLimits, Protector, ProtectorBuilder, ProtectorConfig, RewriteChecks,
+    StreamConfig, StreamGuard, StreamOutcome, Verdict,
 };
 
 /// The README's Rust snippets, compiled and run as doctests.

@@ -17,7 +17,7 @@ use crate::detoxifier::verify::{FallbackReason, complies, is_degenerate, rouge_l
 use crate::detoxifier::{DetoxKind, DetoxRequest, Detoxifier, LlmDetoxifier, TemplateDetoxifier};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
-use crate::image::{Image, ImageInfo};
+use crate::image::{Image, ImageInfo, ImageReader, ImageText};
 use crate::loading::{ModelSource, pins};
 
 /// What the guard does when the detector cannot decide (an error while scoring, a non-finite score).
@@ -62,6 +62,8 @@ pub struct ProtectorConfig {
     pub limits: InputLimits,
     /// How rewrites are checked before they are shown.
     pub verification: RewriteChecks,
+    /// How the text read from an image is used.
+    pub image_text: ImageTextUse,
 }
 
 /// Checks every rewrite must pass before it is shown; a rewrite that fails one is replaced by the template.
@@ -147,7 +149,46 @@ pub struct GuardOutcome {
     pub view: ViewKind,
     /// The response's language, when the detector found it is not English.
     pub language: Option<Language>,
+    /// The text read from the image, when the protector has an [`ImageReader`] and the request an image.
+    pub image_text: Option<ImageTextReport>,
 }
+
+/// The text read from a request's image and what the guard made of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageTextReport {
+    /// The words read (empty when the image has none).
+    pub text: String,
+    /// The reader that read them.
+    pub reader: String,
+    /// Seconds spent reading.
+    pub seconds: f64,
+    /// Whether the text changed the judgement: the answer read after it scored higher ([`ImageTextUse::Prepend`]),
+    /// or the answer was held to the lower threshold ([`ImageTextUse::LowerThreshold`]).
+    pub used: bool,
+    /// The image text's own score, read as a request ([`ImageTextUse::LowerThreshold`]).
+    pub request_score: Option<f32>,
+}
+
+/// How the guard uses the text read from the image ([`ImageReader`]). A typographic attack (FigStep) puts the
+/// harmful request in the image: the answer ("1. Obtain pseudoephedrine ...") may not say what it answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageTextUse {
+    /// Read and reported in the outcome, not used in the verdict.
+    #[default]
+    Report,
+    /// The answer is also read after the image's text, as one more reading (the highest score counts).
+    Prepend,
+    /// When the image's text itself scores as harmful (at least `request_threshold`), the answer is held to
+    /// `threshold` instead of the detector's (or the protector's, when lower).
+    LowerThreshold {
+        /// The image text's score from which it counts as a harmful request.
+        request_threshold: f32,
+        /// The threshold for answers to such a request.
+        threshold: f32,
+    },
+}
+
 
 impl GuardOutcome {
     /// Whether the text shown differs from the model's.
@@ -178,6 +219,7 @@ pub struct GuardRequest<'a> {
 /// ```
 pub struct Protector {
     detector: Arc<dyn HarmDetector>,
+    image_reader: Option<Arc<dyn ImageReader>>,
     detoxifier: Arc<dyn Detoxifier>,
     fallback: TemplateDetoxifier,
     config: ProtectorConfig,
@@ -249,10 +291,19 @@ impl Protector {
     pub fn guard_batch(&self, requests: &[GuardRequest<'_>]) -> Vec<Result<GuardOutcome>> {
         let checked: Vec<Result<Option<ImageInfo>>> = requests.iter().map(|r| self.validate(r)).collect();
         let valid: Vec<usize> = (0..requests.len()).filter(|&i| checked[i].is_ok()).collect();
-        let inputs: Vec<DetectionInput<'_>> = valid
+        // The text in each image, read before scoring (an image without a reader, or without text, has none).
+        let texts: Vec<Option<Result<ImageText, String>>> =
+            valid.iter().map(|&i| self.read_image(requests[i].image)).collect();
+        let readings: Vec<Vec<(String, String)>> = valid
             .iter()
-            .map(|&i| DetectionInput::new(requests[i].prompt, requests[i].response))
+            .zip(&texts)
+            .map(|(&i, text)| self.image_readings(requests[i].prompt, requests[i].response, text))
             .collect();
+        let mut inputs: Vec<DetectionInput<'_>> = Vec::new();
+        for (&i, extra) in valid.iter().zip(&readings) {
+            inputs.push(DetectionInput::new(requests[i].prompt, requests[i].response));
+            inputs.extend(extra.iter().map(|(p, r)| DetectionInput::new(p, r)));
+        }
         let scores: Result<Vec<HarmScore>> = if inputs.is_empty() {
             Ok(Vec::new())
         } else {
@@ -272,15 +323,121 @@ impl Protector {
             Ok(s) => s.into_iter().map(Ok).collect(),
             Err(e) => vec![Err(e.to_string()); inputs.len()],
         };
-        let mut out = Vec::with_capacity(requests.len());
         let mut next = scores.drain(..);
+        let mut judged = Vec::with_capacity(valid.len());
+        for (text, extra) in texts.into_iter().zip(&readings) {
+            let main = next.next().unwrap_or_else(|| Err("no score returned".into()));
+            let extra: Vec<Result<HarmScore, String>> = extra
+                .iter()
+                .map(|_| next.next().unwrap_or_else(|| Err("no score returned".into())))
+                .collect();
+            judged.push(self.with_image_text(main, &extra, text));
+        }
+        let mut judged = judged.into_iter();
+        let mut out = Vec::with_capacity(requests.len());
         for (request, check) in requests.iter().zip(checked) {
             out.push(check.map(|image| {
-                let score = next.next().unwrap_or_else(|| Err("no score returned".into()));
-                self.decide(request, image, score)
+                let (score, threshold, image_text) = judged
+                    .next()
+                    .unwrap_or_else(|| (Err("no score returned".into()), self.threshold, None));
+                self.decide(request, image, score, threshold, image_text)
             }));
         }
         out
+    }
+
+    /// The image's text, when there is an image and a reader: `Err` when the reader failed.
+    fn read_image(&self, image: Option<&Image>) -> Option<Result<ImageText, String>> {
+        let reader = self.image_reader.as_ref()?;
+        let image = image?;
+        Some(
+            reader
+                .read(image)
+                .map_err(|e| format!("{} failed ({e})", reader.name())),
+        )
+    }
+
+    /// The readings scored besides the answer itself, as (prompt, text), for [`ImageTextUse`].
+    fn image_readings(
+        &self,
+        prompt: &str,
+        response: &str,
+        text: &Option<Result<ImageText, String>>,
+    ) -> Vec<(String, String)> {
+        let Some(Ok(text)) = text.as_ref().filter(|t| t.as_ref().is_ok_and(|t| !t.is_empty())) else {
+            return Vec::new();
+        };
+        match self.config.image_text {
+            ImageTextUse::Report => Vec::new(),
+            ImageTextUse::Prepend => vec![(prompt.to_string(), format!("{}\n\n{response}", text.text))],
+            ImageTextUse::LowerThreshold { .. } => vec![(String::new(), text.text.clone())],
+        }
+    }
+
+    /// The answer's score, the threshold it is held to, and the report of the image's text, after
+    /// [`ImageTextUse`]. A reader that failed leaves the answer undecided (the failure policy decides).
+    #[allow(clippy::type_complexity)]
+    fn with_image_text(
+        &self,
+        main: Result<HarmScore, String>,
+        extra: &[Result<HarmScore, String>],
+        text: Option<Result<ImageText, String>>,
+    ) -> (Result<HarmScore, String>, f32, Option<ImageTextReport>) {
+        let reader = self
+            .image_reader
+            .as_ref()
+            .map(|r| r.name().to_string())
+            .unwrap_or_default();
+        let text = match text {
+            None => return (main, self.threshold, None),
+            Some(Err(reason)) => {
+                return (
+                    Err(format!("the image could not be read: {reason}")),
+                    self.threshold,
+                    None,
+                );
+            }
+            Some(Ok(text)) => text,
+        };
+        let mut report = ImageTextReport {
+            text: text.text,
+            reader,
+            seconds: text.seconds,
+            used: false,
+            request_score: None,
+        };
+        let mut threshold = self.threshold;
+        let mut score = main;
+        match (self.config.image_text, extra.first()) {
+            (ImageTextUse::Prepend, Some(joined)) => {
+                let higher = match (&score, joined) {
+                    (Ok(s), Ok(j)) => j.probability.is_nan() || j.probability > s.probability,
+                    (Ok(_), Err(_)) => true,
+                    _ => false,
+                };
+                if higher {
+                    score = joined.clone();
+                    report.used = true;
+                }
+            }
+            (
+                ImageTextUse::LowerThreshold {
+                    request_threshold,
+                    threshold: lowered,
+                },
+                Some(request),
+            ) => {
+                let p = request.as_ref().map(|r| r.probability).unwrap_or(f32::NAN);
+                report.request_score = Some(p);
+                // A request that cannot be scored counts as harmful: the stricter bar is the safe side.
+                if p.is_nan() || p >= request_threshold {
+                    threshold = threshold.min(lowered);
+                    report.used = true;
+                }
+            }
+            _ => {}
+        }
+        (score, threshold, Some(report))
     }
 
     fn validate(&self, r: &GuardRequest<'_>) -> Result<Option<ImageInfo>> {
@@ -327,21 +484,28 @@ impl Protector {
     }
 
     /// Harmless, harmful or undecided, as [`guard`](Self::guard) would judge this score.
-    fn verdict_of(&self, score: &Result<HarmScore, String>) -> Verdict {
+    fn verdict_of(&self, score: &Result<HarmScore, String>, threshold: f32) -> Verdict {
         match Self::usable(score.clone()) {
-            Ok(s) if s.probability >= self.threshold => Verdict::Harmful,
+            Ok(s) if s.probability >= threshold => Verdict::Harmful,
             Ok(_) => Verdict::Harmless,
             Err(_) => Verdict::Undecided,
         }
     }
 
-    fn decide(&self, r: &GuardRequest<'_>, image: Option<ImageInfo>, score: Result<HarmScore, String>) -> GuardOutcome {
+    fn decide(
+        &self,
+        r: &GuardRequest<'_>,
+        image: Option<ImageInfo>,
+        score: Result<HarmScore, String>,
+        threshold: f32,
+        image_text: Option<ImageTextReport>,
+    ) -> GuardOutcome {
         let language = score.as_ref().ok().and_then(|s| s.language);
         let view = score.as_ref().map(|s| s.view).unwrap_or_default();
         let score = Self::usable(score);
         let mut outcome = GuardOutcome {
             harm_score: None,
-            threshold: self.threshold,
+            threshold,
             verdict: Verdict::Undecided,
             action: Action::Passed,
             response: r.response.to_string(),
@@ -356,6 +520,7 @@ impl Protector {
             image,
             view,
             language,
+            image_text,
         };
         match score {
             Err(reason) => {
@@ -371,7 +536,7 @@ impl Protector {
                 outcome.harm_score = Some(s.probability);
                 outcome.windows = s.windows;
                 outcome.category = s.category;
-                if s.probability >= self.threshold {
+                if s.probability >= threshold {
                     outcome.verdict = Verdict::Harmful;
                     self.detoxify(r, s, &mut outcome);
                 } else {
@@ -482,6 +647,7 @@ impl Protector {
 #[derive(Default)]
 pub struct ProtectorBuilder {
     use_llm: bool,
+    image_reader: ImageReaderChoice,
     detector: Option<Arc<dyn HarmDetector>>,
     detoxifier: Option<Arc<dyn Detoxifier>>,
     fallback: TemplateDetoxifier,
@@ -489,7 +655,36 @@ pub struct ProtectorBuilder {
     config: ProtectorConfig,
 }
 
+/// Which image reader a builder gives the protector.
+#[derive(Default)]
+enum ImageReaderChoice {
+    /// Tesseract with the `ocr` feature, none without it.
+    #[default]
+    Default,
+    None,
+    Given(Arc<dyn ImageReader>),
+}
+
 impl ProtectorBuilder {
+    /// Reads the text in images with this reader (with the `ocr` feature the default is
+    /// [`TesseractReader`](crate::image::TesseractReader); without it, images are checked but not read).
+    pub fn image_reader(mut self, reader: impl ImageReader + 'static) -> Self {
+        self.image_reader = ImageReaderChoice::Given(Arc::new(reader));
+        self
+    }
+
+    /// Does not read the text in images (they are still checked to be real, bounded images).
+    pub fn without_image_reader(mut self) -> Self {
+        self.image_reader = ImageReaderChoice::None;
+        self
+    }
+
+    /// How the text read from an image is used (default [`ImageTextUse::default`]).
+    pub fn image_text(mut self, using: ImageTextUse) -> Self {
+        self.config.image_text = using;
+        self
+    }
+
     /// Uses the template only (the default; undoes [`rewriter`](Self::rewriter) and [`detoxifier`](Self::detoxifier)).
     pub fn template_only(mut self) -> Self {
         self.use_llm = false;
@@ -606,8 +801,31 @@ impl ProtectorBuilder {
             None if self.use_llm => Arc::new(LlmDetoxifier::load_default()?),
             None => Arc::new(self.fallback.clone()),
         };
+        let image_reader: Option<Arc<dyn ImageReader>> = match self.image_reader {
+            ImageReaderChoice::Given(reader) => Some(reader),
+            ImageReaderChoice::None => None,
+            #[cfg(feature = "ocr")]
+            ImageReaderChoice::Default => Some(Arc::new(crate::image::TesseractReader::new()?)),
+            #[cfg(not(feature = "ocr"))]
+            ImageReaderChoice::Default => None,
+        };
+        if let ImageTextUse::LowerThreshold {
+            request_threshold,
+            threshold,
+        } = self.config.image_text
+        {
+            for (what, t) in [("request_threshold", request_threshold), ("threshold", threshold)] {
+                if !(t.is_finite() && t > 0.0 && t <= 1.0) {
+                    return Err(Error::BadConfig {
+                        what: format!("image_text.{what}"),
+                        reason: format!("{t} is not in (0, 1]"),
+                    });
+                }
+            }
+        }
         Ok(Protector {
             detector,
+            image_reader,
             detoxifier,
             fallback: self.fallback,
             config: self.config,

@@ -10,10 +10,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::detector::{DetectionInput, WindowCache};
+use crate::detector::{DetectionInput, HarmScore, WindowCache};
 use crate::error::{Error, Result};
-use crate::image::{Image, ImageInfo};
-use crate::protector::{GuardOutcome, GuardRequest, GuardedError, Protector, Verdict};
+use crate::image::{Image, ImageInfo, ImageText};
+use crate::protector::{FailurePolicy, GuardOutcome, GuardRequest, GuardedError, ImageTextReport, Protector, Verdict};
 
 /// What the generator should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,27 +51,43 @@ impl Default for HoldBack {
 pub const DEFAULT_HOLD_BACK_WORDS: usize = 192;
 
 /// When the stream is checked (serde; every field has a default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StreamConfig {
-    /// A check at the first word boundary after this many unchecked words, sentence end or not (default 48).
+    /// The first check comes once the answer has this many words (default 32). After it, a check comes once the
+    /// answer has grown by as many words as the last check read (the interval doubles, so the checks before the
+    /// final one read about as much text as the final one), but never more than `check_every_words` apart.
+    pub first_check_words: usize,
+    /// Most words between two checks (default 128, about half a window).
     pub check_every_words: usize,
-    /// A sentence end triggers a check once at least this many words are unchecked (default 16; 0: sentence
-    /// ends do not trigger checks).
-    pub sentence_min_words: usize,
+    /// A check that is due waits up to this many words for the end of a sentence, so it reads whole sentences
+    /// (default 12; 0: check at once).
+    pub sentence_wait_words: usize,
     /// How shown text relates to the checks (default [`HoldBack::Checked`] with one window).
     pub hold_back: HoldBack,
+    /// A check before the end stops the generator only when the score reaches this; a lower score over the
+    /// protector's threshold holds back everything after it and lets the answer go on, for a later check or the
+    /// final one to decide. The beginning of an answer, read alone, can score higher than the whole answer (a
+    /// preamble such as "Sure, here is ..." before a harmless text), so a stop on it would disagree with the guard
+    /// of the finished answer. `None`: the protector's threshold (stop at once). See [`DEFAULT_STOP_THRESHOLD`].
+    pub stop_threshold: Option<f32>,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
-            check_every_words: 48,
-            sentence_min_words: 16,
+            first_check_words: 32,
+            check_every_words: 128,
+            sentence_wait_words: 12,
             hold_back: HoldBack::default(),
+            stop_threshold: Some(DEFAULT_STOP_THRESHOLD),
         }
     }
 }
+
+/// The default [`StreamConfig::stop_threshold`], chosen on the JailbreakBench validation answers
+/// (`examples/stream_eval.rs --set jbb-val --stop-threshold ...`): README, "Streaming".
+pub const DEFAULT_STOP_THRESHOLD: f32 = 0.9;
 
 /// What one [`StreamGuard::push`] gives back.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +99,13 @@ pub struct StreamStep {
     /// When the stream was stopped by this push: the outcome, whose `response` is the replacement to show after
     /// everything released so far.
     pub stopped: Option<GuardOutcome>,
+}
+
+/// One check's judgement: the score, the threshold it is held to, and the image's text.
+struct Judged {
+    score: std::result::Result<HarmScore, String>,
+    threshold: f32,
+    image_text: Option<ImageTextReport>,
 }
 
 /// Counters of one stream.
@@ -142,12 +165,16 @@ pub struct StreamGuard<'p> {
     protector: &'p Protector,
     config: StreamConfig,
     image: Option<ImageInfo>,
+    /// The text in the image, read once when the stream starts.
+    image_text: Option<std::result::Result<ImageText, String>>,
     prompt: String,
     text: String,
     /// Byte offset where each word received so far ends (a word ends where whitespace follows it).
     word_ends: Vec<usize>,
-    /// Words passed by the last check.
+    /// Words passed by the last check that passed.
     checked_words: usize,
+    /// Words read by the last check.
+    last_check_words: usize,
     /// Bytes of `text` released.
     released: usize,
     cache: WindowCache,
@@ -176,10 +203,10 @@ impl Protector {
 
     /// [`stream`](Self::stream) with its own settings.
     pub fn stream_with(&self, image: Option<&Image>, prompt: &str, config: StreamConfig) -> Result<StreamGuard<'_>> {
-        if config.check_every_words == 0 {
+        if config.check_every_words == 0 || config.first_check_words == 0 {
             return Err(Error::BadConfig {
                 what: "stream".into(),
-                reason: "check_every_words must be at least 1".into(),
+                reason: "first_check_words and check_every_words must be at least 1".into(),
             });
         }
         let limits = &self.config.limits;
@@ -190,15 +217,19 @@ impl Protector {
                 max: limits.max_prompt_bytes,
             });
         }
-        let image = image.map(Image::inspect).transpose()?;
+        let info = image.map(Image::inspect).transpose()?;
+        let image_text = self.read_image(image);
+        let image = info;
         Ok(StreamGuard {
             protector: self,
             config,
             image,
+            image_text,
             prompt: prompt.to_string(),
             text: String::new(),
             word_ends: Vec::new(),
             checked_words: 0,
+            last_check_words: 0,
             released: 0,
             cache: WindowCache::default(),
             undecided: None,
@@ -233,9 +264,13 @@ impl StreamGuard<'_> {
             });
         }
         let sentence_end = self.append(piece);
-        let unchecked = self.word_ends.len() - self.checked_words;
-        let due = unchecked >= self.config.check_every_words
-            || (self.config.sentence_min_words > 0 && sentence_end && unchecked >= self.config.sentence_min_words);
+        let unchecked = self.word_ends.len() - self.last_check_words;
+        let interval = if self.last_check_words == 0 {
+            self.config.first_check_words
+        } else {
+            self.last_check_words.min(self.config.check_every_words)
+        };
+        let due = unchecked >= interval && (sentence_end || unchecked >= interval + self.config.sentence_wait_words);
         if due {
             let end = self.word_ends.len();
             if let Some(outcome) = self.check(end) {
@@ -361,25 +396,39 @@ impl StreamGuard<'_> {
             Some(&end) => end,
             None => return None,
         };
-        let (verdict, outcome) = self.judge(end);
-        match verdict {
+        self.last_check_words = words;
+        let judged = self.score(end);
+        let protector = self.protector;
+        match protector.verdict_of(&judged.score, judged.threshold) {
             Verdict::Harmless => {
                 self.checked_words = words;
                 None
             }
-            Verdict::Undecided if !outcome.was_changed() => {
-                // Fail-open: shown, marked undecided in the final outcome.
-                self.checked_words = words;
-                self.undecided = Some(outcome);
+            Verdict::Harmful
+                if judged
+                    .score
+                    .as_ref()
+                    .is_ok_and(|s| s.probability < self.config.stop_threshold.unwrap_or(0.0)) =>
+            {
+                // Harmful so far, but not surely: show nothing more and let the answer go on; a later check, or the
+                // final one, decides.
                 None
             }
-            _ => Some(outcome),
+            Verdict::Undecided if protector.config.on_undecided == FailurePolicy::FailOpen => {
+                // Fail-open: shown, marked undecided in the final outcome.
+                self.checked_words = words;
+                self.undecided = Some(self.decide(end, judged));
+                None
+            }
+            _ => Some(self.decide(end, judged)),
         }
     }
 
     /// The final check over the whole text.
     fn check_all(&mut self) -> GuardOutcome {
-        let (_, mut outcome) = self.judge(self.text.len());
+        let end = self.text.len();
+        let judged = self.score(end);
+        let mut outcome = self.decide(end, judged);
         if outcome.verdict == Verdict::Harmless
             && let Some(undecided) = &self.undecided
         {
@@ -388,29 +437,49 @@ impl StreamGuard<'_> {
         outcome
     }
 
-    /// Scores `text[..end]` and decides as the protector would.
-    fn judge(&mut self, end: usize) -> (Verdict, GuardOutcome) {
+    /// Scores `text[..end]` through the cache, with the image's text as the protector uses it.
+    fn score(&mut self, end: usize) -> Judged {
         let protector = self.protector;
-        let text = &self.text[..end];
+        let detector = &protector.detector;
         let (embedded, reused) = (self.cache.misses(), self.cache.hits());
-        let score = protector
-            .detector
-            .score_batch_cached(&[DetectionInput::new(&self.prompt, text)], &mut self.cache)
-            .map_err(|e| e.to_string())
-            .and_then(|mut s| match (s.pop(), s.is_empty()) {
-                (Some(score), true) => Ok(score),
-                _ => Err(format!("{} did not return one score", protector.detector.name())),
-            });
+        let response = &self.text[..end];
+        let extra = protector.image_readings(&self.prompt, response, &self.image_text);
+        let mut inputs = vec![DetectionInput::new(&self.prompt, response)];
+        inputs.extend(extra.iter().map(|(p, r)| DetectionInput::new(p, r)));
+        let scores: Vec<std::result::Result<HarmScore, String>> =
+            match detector.score_batch_cached(&inputs, &mut self.cache) {
+                Ok(s) if s.len() == inputs.len() => s.into_iter().map(Ok).collect(),
+                Ok(_) => vec![Err(format!("{} did not return one score per reading", detector.name())); inputs.len()],
+                Err(e) => vec![Err(e.to_string()); inputs.len()],
+            };
         self.stats.checks += 1;
         self.stats.windows_embedded += self.cache.misses() - embedded;
         self.stats.windows_reused += self.cache.hits() - reused;
-        let verdict = protector.verdict_of(&score);
+        let mut scores = scores.into_iter();
+        let main = scores.next().unwrap_or_else(|| Err("no score returned".into()));
+        let extra: Vec<_> = scores.collect();
+        let (score, threshold, image_text) = protector.with_image_text(main, &extra, self.image_text.clone());
+        Judged {
+            score,
+            threshold,
+            image_text,
+        }
+    }
+
+    /// The protector's outcome for `text[..end]` as judged (detoxified or replaced when harmful).
+    fn decide(&self, end: usize, judged: Judged) -> GuardOutcome {
         let request = GuardRequest {
             image: None,
             prompt: &self.prompt,
-            response: text,
+            response: &self.text[..end],
         };
-        (verdict, protector.decide(&request, self.image.clone(), score))
+        self.protector.decide(
+            &request,
+            self.image.clone(),
+            judged.score,
+            judged.threshold,
+            judged.image_text,
+        )
     }
 
     /// The byte offset up to which text may be shown now.
@@ -509,9 +578,11 @@ mod tests {
 
     fn config(hold_back: HoldBack) -> StreamConfig {
         StreamConfig {
+            first_check_words: 8,
             check_every_words: 8,
-            sentence_min_words: 4,
+            sentence_wait_words: 0,
             hold_back,
+            stop_threshold: None,
         }
     }
 
@@ -597,9 +668,11 @@ mod tests {
                 None,
                 "q",
                 StreamConfig {
+                    first_check_words: 30,
                     check_every_words: 30,
-                    sentence_min_words: 0,
+                    sentence_wait_words: 0,
                     hold_back: HoldBack::Unchecked(25),
+                    stop_threshold: None,
                 },
             )
             .unwrap();

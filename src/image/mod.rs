@@ -1,5 +1,14 @@
-//! The image half of a multimodal request. The guard scores the response; the image is checked to be a real,
-//! bounded image (a decompression bomb or a corrupt file is an error, not a crash) and described in the outcome.
+//! The image half of a multimodal request. The image is checked to be a real, bounded image (a decompression bomb
+//! or a corrupt file is an error, not a crash) and described in the outcome; an [`ImageReader`] reads the text it
+//! carries (Tesseract OCR with the `ocr` feature: [`TesseractReader`]), which the guard reads with the answer.
+
+pub mod reader;
+#[cfg(feature = "ocr")]
+pub mod tesseract;
+
+pub use reader::{ImageReader, ImageText};
+#[cfg(feature = "ocr")]
+pub use tesseract::{TesseractConfig, TesseractReader};
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};

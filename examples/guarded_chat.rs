@@ -1,0 +1,144 @@
+//! A chat model with the guard wired around its generate call, as a user would wire it: prompt (and image) →
+//! model → guard → answer.
+//!
+//!     cargo run --release --example guarded_chat -- --prompt "How do I bake bread?"
+//!     cargo run --release --example guarded_chat -- --prompt "How do I bake bread?" --stream
+//!
+//! The model is a local GGUF chat model read by the crate's own loading code (default: SmolLM2-135M-Instruct from
+//! the models folder; `--model FILE` for another, e.g. Qwen2.5-Coder-0.5B-Instruct). It stands in for the MLLM:
+//! the guard does not care which model wrote the answer.
+//!
+//! Without `--stream` the whole answer is generated, then guarded ([`Guarded::generate`]). With `--stream` the
+//! answer is guarded while it is generated ([`Guarded::generate_stream`]): text is printed as it is released, and
+//! the model is stopped as soon as the answer turns harmful. `--hold-back N` sets how many checked words are kept
+//! back before they are shown (default one window, 192; 0 shows each word once it has passed a check).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use mllm_protector::detoxifier::llm::{ChatMessage, LlmDetoxConfig};
+use mllm_protector::loading::{default_models_dir, pins};
+use mllm_protector::protector::{Generate, GenerateStream};
+use mllm_protector::{DeviceChoice, Flow, GuardLayer, HoldBack, Image, LlmDetoxifier, Protector, StreamConfig};
+
+#[derive(Parser, Debug)]
+#[command(about = "Chat with a local model behind mllm-protector")]
+struct Args {
+    /// The user's prompt.
+    #[arg(long)]
+    prompt: String,
+    /// The image sent with the prompt (checked and reported by the guard).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Guard the answer while it is generated, printing it as it is released.
+    #[arg(long)]
+    stream: bool,
+    /// With --stream: checked words kept back before they are shown (default: one window).
+    #[arg(long)]
+    hold_back: Option<usize>,
+    /// The chat model, a GGUF file (default: SmolLM2-135M-Instruct in the models folder).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Most tokens the model may generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+}
+
+/// A local GGUF chat model behind the two generate traits the guard wraps.
+struct LocalChat {
+    llm: LlmDetoxifier,
+}
+
+impl LocalChat {
+    fn messages(prompt: &str) -> Vec<ChatMessage> {
+        vec![
+            ChatMessage {
+                role: "system".into(),
+                content: "You are a helpful assistant.".into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: prompt.into(),
+            },
+        ]
+    }
+}
+
+impl Generate for LocalChat {
+    type Error = mllm_protector::Error;
+    fn generate(&self, _image: Option<&Image>, prompt: &str) -> Result<String, Self::Error> {
+        Ok(self.llm.generate(&Self::messages(prompt))?.text)
+    }
+}
+
+impl GenerateStream for LocalChat {
+    type Error = mllm_protector::Error;
+    fn generate_stream(
+        &self,
+        _image: Option<&Image>,
+        prompt: &str,
+        on_piece: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<(), Self::Error> {
+        self.llm.generate_streaming(&Self::messages(prompt), "", on_piece)?;
+        Ok(())
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let model = args.model.clone().unwrap_or_else(|| {
+        default_models_dir()
+            .join(pins::SMOLLM2_DIR_NAME)
+            .join(pins::SMOLLM2_GGUF_FILE)
+    });
+    let config = LlmDetoxConfig {
+        max_new_tokens: args.max_tokens,
+        max_seconds: 600.0,
+        repeat_penalty: 1.1,
+        ..LlmDetoxConfig::default()
+    };
+    let chat = LocalChat {
+        llm: LlmDetoxifier::load(&model, None, &candle_core::Device::Cpu, config)?,
+    };
+    let protector = Arc::new(Protector::builder().device(DeviceChoice::Cpu).build()?);
+    let guarded = GuardLayer::new(protector).layer(chat);
+    let image = args.image.as_deref().map(Image::open).transpose()?;
+
+    if args.stream {
+        let config = StreamConfig {
+            hold_back: args.hold_back.map(HoldBack::Checked).unwrap_or_default(),
+            ..StreamConfig::default()
+        };
+        let end = guarded.generate_stream_with(image.as_ref(), &args.prompt, config, |text| {
+            use std::io::Write;
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        })?;
+        println!();
+        eprintln!(
+            "[{:?}, score {:?}, {}; {} tokens generated, {} checks, {} windows embedded, {} reused]",
+            end.outcome.verdict,
+            end.outcome.harm_score,
+            if end.stopped {
+                "the model was stopped"
+            } else {
+                "the model finished"
+            },
+            end.stats.pieces,
+            end.stats.checks,
+            end.stats.windows_embedded,
+            end.stats.windows_reused,
+        );
+    } else {
+        let outcome = guarded.generate(image.as_ref(), &args.prompt)?;
+        println!("{}", outcome.response);
+        eprintln!(
+            "[{:?}, score {:?}, {:?}]",
+            outcome.verdict, outcome.harm_score, outcome.action
+        );
+    }
+    Ok(())
+}
