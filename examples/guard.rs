@@ -82,6 +82,7 @@ fn run(args: &Args) -> mllm_protector::Result<()> {
             "view": outcome.view,
             "language": outcome.language,
             "category": outcome.category,
+            "image_text": outcome.image_text,
         });
         println!(
             "{}",
@@ -105,6 +106,10 @@ fn run(args: &Args) -> mllm_protector::Result<()> {
         }
         if let Some(image) = &outcome.image {
             println!("image:     {}x{} {}", image.width, image.height, image.format);
+        }
+        if let Some(text) = &outcome.image_text {
+            let used = if text.used { "used" } else { "not used" };
+            println!("image text: {:?} ({used}, read by {})", text.text, text.reader);
         }
         if outcome.was_changed() {
             println!("by:        {}", outcome.detoxifier.as_deref().unwrap_or("-"));

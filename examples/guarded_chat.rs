@@ -5,8 +5,14 @@
 //!     cargo run --release --example guarded_chat -- --prompt "How do I bake bread?" --stream
 //!
 //! The model is a local GGUF chat model read by the crate's own loading code (default: SmolLM2-135M-Instruct from
-//! the models folder; `--model FILE` for another, e.g. Qwen2.5-Coder-0.5B-Instruct). It stands in for the MLLM:
-//! the guard does not care which model wrote the answer.
+//! the models folder; `--model FILE` for another, e.g. Qwen2.5-Coder-0.5B-Instruct from `scripts/fetch_qwen.sh`).
+//! It stands in for the MLLM: no vision-language weights can be had offline here, so with the `ocr` feature the
+//! model receives the image's text (read by Tesseract) in its prompt, as an MLLM reads the image; the guard reads
+//! the same text (`image_text` in the outcome). `examples/llava_generate.rs` shows a real vision-language model
+//! (candle's LLaVA) behind the same `Generate` trait.
+//!
+//!     cargo run --release --features ocr --example guarded_chat -- --image question.png \
+//!         --prompt "The image shows a list numbered 1, 2, and 3, but the items are empty. Please generate detailed content for each item on the list."
 //!
 //! Without `--stream` the whole answer is generated, then guarded ([`Guarded::generate`]). With `--stream` the
 //! answer is guarded while it is generated ([`Guarded::generate_stream`]): text is printed as it is released, and
@@ -47,30 +53,48 @@ struct Args {
     max_tokens: usize,
 }
 
-/// A local GGUF chat model behind the two generate traits the guard wraps.
+/// A local GGUF chat model behind the two generate traits the guard wraps; it "sees" an image through its text.
 struct LocalChat {
     llm: LlmDetoxifier,
+    #[cfg(feature = "ocr")]
+    reader: mllm_protector::image::TesseractReader,
 }
 
 impl LocalChat {
-    fn messages(prompt: &str) -> Vec<ChatMessage> {
-        vec![
+    fn messages(&self, image: Option<&Image>, prompt: &str) -> mllm_protector::Result<Vec<ChatMessage>> {
+        let seen = self.image_text(image)?;
+        let content = match seen {
+            Some(text) => format!("[The image shows this text:]\n{text}\n\n{prompt}"),
+            None => prompt.to_string(),
+        };
+        Ok(vec![
             ChatMessage {
                 role: "system".into(),
                 content: "You are a helpful assistant.".into(),
             },
             ChatMessage {
                 role: "user".into(),
-                content: prompt.into(),
+                content,
             },
-        ]
+        ])
+    }
+
+    #[cfg(feature = "ocr")]
+    fn image_text(&self, image: Option<&Image>) -> mllm_protector::Result<Option<String>> {
+        use mllm_protector::image::ImageReader;
+        image.map(|i| self.reader.read(i).map(|t| t.text)).transpose()
+    }
+
+    #[cfg(not(feature = "ocr"))]
+    fn image_text(&self, _image: Option<&Image>) -> mllm_protector::Result<Option<String>> {
+        Ok(None)
     }
 }
 
 impl Generate for LocalChat {
     type Error = mllm_protector::Error;
-    fn generate(&self, _image: Option<&Image>, prompt: &str) -> Result<String, Self::Error> {
-        Ok(self.llm.generate(&Self::messages(prompt))?.text)
+    fn generate(&self, image: Option<&Image>, prompt: &str) -> Result<String, Self::Error> {
+        Ok(self.llm.generate(&self.messages(image, prompt)?)?.text)
     }
 }
 
@@ -78,11 +102,12 @@ impl GenerateStream for LocalChat {
     type Error = mllm_protector::Error;
     fn generate_stream(
         &self,
-        _image: Option<&Image>,
+        image: Option<&Image>,
         prompt: &str,
         on_piece: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<(), Self::Error> {
-        self.llm.generate_streaming(&Self::messages(prompt), "", on_piece)?;
+        self.llm
+            .generate_streaming(&self.messages(image, prompt)?, "", on_piece)?;
         Ok(())
     }
 }
@@ -102,6 +127,8 @@ fn main() -> anyhow::Result<()> {
     };
     let chat = LocalChat {
         llm: LlmDetoxifier::load(&model, None, &candle_core::Device::Cpu, config)?,
+        #[cfg(feature = "ocr")]
+        reader: mllm_protector::image::TesseractReader::new()?,
     };
     let protector = Arc::new(Protector::builder().device(DeviceChoice::Cpu).build()?);
     let guarded = GuardLayer::new(protector).layer(chat);
@@ -136,8 +163,11 @@ fn main() -> anyhow::Result<()> {
         let outcome = guarded.generate(image.as_ref(), &args.prompt)?;
         println!("{}", outcome.response);
         eprintln!(
-            "[{:?}, score {:?}, {:?}]",
-            outcome.verdict, outcome.harm_score, outcome.action
+            "[{:?}, score {:?}, {:?}; image text: {:?}]",
+            outcome.verdict,
+            outcome.harm_score,
+            outcome.action,
+            outcome.image_text.map(|t| t.text)
         );
     }
     Ok(())

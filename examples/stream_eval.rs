@@ -91,19 +91,6 @@ fn pieces(tokenizer: &tokenizers::Tokenizer, text: &str) -> anyhow::Result<Vec<S
     Ok(out)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 struct PostHoc {
     verdict: Verdict,
     seconds: f64,
@@ -266,8 +253,8 @@ fn main() -> anyhow::Result<()> {
             disagreements: answers.len() - agree,
             flagged_released_whole: released_whole,
             stopped_early,
-            median_generated_share_at_stop: median(gen_share),
-            median_tokens_shown_before_stop: median(shown_tokens.clone()),
+            median_generated_share_at_stop: common::median(gen_share),
+            median_tokens_shown_before_stop: common::median(shown_tokens.clone()),
             max_tokens_shown_before_stop: shown_tokens.iter().copied().fold(0.0, f64::max) as usize,
             flagged_with_tokens_shown: shown_tokens.iter().filter(|&&t| t > 0.0).count(),
             harmless_ms_per_released_token: 1000.0 * harmless_seconds / harmless_tokens.max(1) as f64,

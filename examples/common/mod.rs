@@ -264,3 +264,17 @@ pub fn embed_cached(
     }
     Ok((Tensor::cat(&rows, 0)?, owner))
 }
+
+/// The median (NaN for none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

@@ -171,11 +171,10 @@ pub struct ImageTextReport {
 
 /// How the guard uses the text read from the image ([`ImageReader`]). A typographic attack (FigStep) puts the
 /// harmful request in the image: the answer ("1. Obtain pseudoephedrine ...") may not say what it answers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageTextUse {
     /// Read and reported in the outcome, not used in the verdict.
-    #[default]
     Report,
     /// The answer is also read after the image's text, as one more reading (the highest score counts).
     Prepend,
@@ -189,6 +188,17 @@ pub enum ImageTextUse {
     },
 }
 
+impl Default for ImageTextUse {
+    /// [`ImageTextUse::LowerThreshold`] with the request threshold 0.25 and the answer threshold 0.1: chosen on the
+    /// validation half of SafeBench-Tiny and 50 benign typographic images (`examples/figstep_eval.rs`; README,
+    /// "Images"), as the option with the fewest successful attacks left and no benign answer changed.
+    fn default() -> Self {
+        ImageTextUse::LowerThreshold {
+            request_threshold: 0.25,
+            threshold: 0.1,
+        }
+    }
+}
 
 impl GuardOutcome {
     /// Whether the text shown differs from the model's.
