@@ -47,12 +47,23 @@ impl GgufFile {
             checksum::verify_digest(path, sha256.clone(), expected)?;
         }
         let what = path.display().to_string();
+        let len = bytes.len() as u64;
         let mut reader = Cursor::new(bytes);
-        let mut content = gguf_file::Content::read(&mut reader).map_err(|e| Error::from_load(&what, e))?;
+        // candle's parser bounds what a header claims; a panic it still has on a hostile file (e.g. an alignment of
+        // 0) must not take the host down: it becomes this file's error.
+        let mut content = no_panic(&what, || gguf_file::Content::read(&mut reader))?;
+        check_tensor_bounds(&content, len, &what)?;
         if device.is_cpu() && content.tensor_infos.values().any(|t| lacks_cpu_simd(t.ggml_dtype)) {
-            (content, reader) = requantize_to_q8_0(&content, &mut reader).map_err(|e| Error::from_load(&what, e))?;
+            (content, reader) = no_panic(&what, || requantize_to_q8_0(&content, &mut reader))?;
         }
-        let tokenizer = gguf_tokenizer::from_gguf(&content)?;
+        let tokenizer = gguf_tokenizer::from_gguf(&content).map_err(|e| match e {
+            Error::BadConfig { what: part, reason } => Error::BadConfig {
+                what: format!("{what}: {part}"),
+                reason,
+            },
+            Error::Tokenizer(reason) => Error::Tokenizer(format!("{what}: {reason}")),
+            other => other,
+        })?;
         match &tokenizer.chat_template {
             Some(t) if t.contains("<|im_start|>") => {}
             _ => {
@@ -103,6 +114,54 @@ impl GgufFile {
             .map_err(|e| Error::from_load(&self.what, e))?;
         Ok(t.dequantize(device)?)
     }
+}
+
+/// Runs a candle parsing step, turning its error, or a panic inside it, into this file's [`Error`].
+fn no_panic<T>(what: &str, f: impl FnOnce() -> candle_core::Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(|e| Error::from_load(what, e)),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::BadWeights {
+                what: what.to_string(),
+                reason: format!("the GGUF parser failed on this file ({message})"),
+            })
+        }
+    }
+}
+
+/// Every tensor the header lists must lie inside the file: checked before any is read, so a header that points
+/// past the end (or claims more data than there is) is refused at once.
+fn check_tensor_bounds(content: &gguf_file::Content, file_len: u64, what: &str) -> Result<()> {
+    for (name, info) in &content.tensor_infos {
+        let elems = info
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        let block = info.ggml_dtype.block_size() as u64;
+        let size = elems.and_then(|n| (n / block.max(1)).checked_mul(info.ggml_dtype.type_size() as u64));
+        let end = size.and_then(|s| content.tensor_data_offset.checked_add(info.offset)?.checked_add(s));
+        match end {
+            Some(end) if end <= file_len => {}
+            _ => {
+                return Err(Error::BadWeights {
+                    what: what.to_string(),
+                    reason: format!(
+                        "tensor {name} ({:?}, {:?}) at offset {} lies past the end of the {file_len}-byte file",
+                        info.shape.dims(),
+                        info.ggml_dtype,
+                        info.offset
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Block formats that candle's CPU backend runs on a scalar loop (it has SIMD kernels for Q4_0, Q8_0 and the K
