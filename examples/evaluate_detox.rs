@@ -78,13 +78,6 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum()
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let detector = Arc::new(EmbeddingDetector::load_default()?);
@@ -212,8 +205,8 @@ fn main() -> anyhow::Result<()> {
     };
     report.relevance_cosine_accepted = mean(&rel_acc);
     report.relevance_cosine_template = mean(&rel_tpl);
-    report.latency_median_s = percentile(&latencies, 0.5);
-    report.latency_p90_s = percentile(&latencies, 0.9);
+    report.latency_median_s = common::percentile(&latencies, 0.5);
+    report.latency_p90_s = common::percentile(&latencies, 0.9);
     report.tokens_per_second = tokens as f64 / gen_seconds.max(1e-9);
     report.mean_new_tokens = tokens as f64 / n;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -118,13 +118,6 @@ struct Interval {
     rss_mb: f64,
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let protector = Arc::new(Protector::builder().device(DeviceChoice::Cpu).build()?);
@@ -204,8 +197,8 @@ fn main() -> anyhow::Result<()> {
             seconds: started.elapsed().as_secs_f64(),
             calls: lat.len(),
             calls_per_second: lat.len() as f64 / args.interval as f64,
-            p50_ms: percentile(&lat, 0.5),
-            p99_ms: percentile(&lat, 0.99),
+            p50_ms: common::percentile(&lat, 0.5),
+            p99_ms: common::percentile(&lat, 0.99),
             refused: refused.swap(0, Ordering::Relaxed),
             unexpected: unexpected.swap(0, Ordering::Relaxed),
             rss_mb: rss_mb(),
@@ -225,12 +218,30 @@ fn main() -> anyhow::Result<()> {
     let warm = intervals.first().map(|i| i.rss_mb).unwrap_or(f64::NAN);
     let last = intervals.last().map(|i| i.rss_mb).unwrap_or(f64::NAN);
     let peak = intervals.iter().map(|i| i.rss_mb).fold(f64::NAN, f64::max);
+    // RSS swings by hundreds of MB with the allocator's caches, so the first and last readings alone say little:
+    // the least-squares slope over the intervals after the first, and the means of the first and last thirds.
+    let after: Vec<(f64, f64)> = intervals.iter().skip(1).map(|i| (i.seconds / 60.0, i.rss_mb)).collect();
+    let n = after.len() as f64;
+    let (mx, my) = (
+        after.iter().map(|p| p.0).sum::<f64>() / n,
+        after.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let slope = after.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
+        / after.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+    let third = (intervals.len() / 3).max(1);
+    let mean = |xs: &[Interval]| xs.iter().map(|i| i.rss_mb).sum::<f64>() / xs.len().max(1) as f64;
+    let (first_third, last_third) = (mean(&intervals[..third]), mean(&intervals[intervals.len() - third..]));
     println!(
         "\n{calls} calls from {} threads in {:.1} min; unexpected errors {unexpected_total}; RSS after warm-up \
          {warm:.1} MB, at the end {last:.1} MB (growth {:.1} MB), peak {peak:.1} MB",
         args.threads,
         args.minutes,
         last - warm
+    );
+    println!(
+        "RSS trend after warm-up {slope:+.1} MB/min; mean RSS first third {first_third:.1} MB, last third \
+         {last_third:.1} MB ({:+.1} MB)",
+        last_third - first_third
     );
     if let Ok(Some(e)) = first_error.lock().map(|e| e.clone()) {
         println!("first unexpected error: {e}");
@@ -239,6 +250,7 @@ fn main() -> anyhow::Result<()> {
         let value = serde_json::json!({
             "threads": args.threads, "minutes": args.minutes, "calls": calls, "unexpected": unexpected_total,
             "rss_warm_mb": warm, "rss_end_mb": last, "rss_growth_mb": last - warm, "rss_peak_mb": peak,
+            "rss_slope_mb_per_min": slope, "rss_first_third_mb": first_third, "rss_last_third_mb": last_third,
             "intervals": intervals,
         });
         std::fs::write(path, serde_json::to_string_pretty(&value)?)?;

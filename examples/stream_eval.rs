@@ -306,11 +306,7 @@ fn main() -> anyhow::Result<()> {
             "compute_ratio": default.compute_ratio_time,
             "rows": rows,
         });
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
-        eprintln!("wrote {}", path.display());
+        common::write_json(path, &json)?;
     }
     Ok(())
 }

@@ -131,8 +131,9 @@
 //!
 //! ## Folders
 //!
-//! [`canonical`] (disguised text read as a person reads it), [`detector`], [`detoxifier`], [`protector`],
-//! [`loading`] (model files from a folder or the Hugging Face hub, sha256 pins, GGUF files and their tokenizer; below
+//! [`canonical`] (disguised text read as a person reads it), [`detector`], [`detoxifier`], [`image`] (the request's
+//! image: bounded decoding, and an [`ImageReader`](image::ImageReader) for the text drawn in it, Tesseract with the
+//! `ocr` feature), [`protector`] (the guard, its layer and its streaming guard), [`loading`] (model files from a folder or the Hugging Face hub, sha256 pins, GGUF files and their tokenizer; below
 //! both the detector and the detoxifier), [`eval`] (data sets, leak-free splits, metrics, the attack suite).
 
 #![warn(missing_docs)]

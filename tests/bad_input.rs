@@ -196,6 +196,21 @@ fn guard_with_the_real_detector_rejects_bad_input_and_reads_images() {
 }
 
 #[test]
+fn ten_thousand_one_word_paragraphs_give_a_bounded_result() {
+    let protector = Protector::builder()
+        .shared_detector(common::detector())
+        .without_image_reader()
+        .build()
+        .unwrap();
+    let answer = "word\n\n".repeat(10_000); // 60 KB, under the limit: read, not refused
+    let out = protector.guard(None, "p", &answer).unwrap();
+    assert!(out.harm_score.is_some_and(|s| (0.0..=1.0).contains(&s)));
+    // Fixed windows only: one-word paragraphs are too short to be read alone, so the reads stay proportional to the
+    // length (about 20,000 tokens in windows of 254 stepping 190).
+    assert!(out.windows > 50 && out.windows < 200, "{} windows", out.windows);
+}
+
+#[test]
 fn a_head_whose_encoder_delta_is_missing_altered_or_misshapen_is_refused() {
     use mllm_protector::detector::head::{ENCODER_DELTA_PREFIX, ENCODER_DELTA_SCALE_PREFIX};
     let head = ClassifierHead::embedded(&Device::Cpu).unwrap();

@@ -278,3 +278,21 @@ pub fn median(mut v: Vec<f64>) -> f64 {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
+
+/// The value at quantile `q` of an ascending slice (nearest rank; NaN for none).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Writes `value` as pretty JSON to `path`, creating its folder, and says so on stderr.
+pub fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(value)?)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
