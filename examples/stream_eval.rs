@@ -23,6 +23,7 @@ use std::time::Instant;
 use clap::Parser;
 use mllm_protector::detector::{DetectionInput, HarmDetector, WindowCache};
 use mllm_protector::eval::data::{self, Example, Split, in_split};
+use mllm_protector::loading::gguf_tokenizer::new_text;
 use mllm_protector::{
     DeviceChoice, Flow, HoldBack, LlmDetoxifier, Protector, StreamConfig, Verdict, detector::ClassifierHead,
 };
@@ -83,9 +84,8 @@ fn pieces(tokenizer: &tokenizers::Tokenizer, text: &str) -> anyhow::Result<Vec<S
     let mut emitted = 0;
     for end in 1..=ids.len() {
         let decoded = tokenizer.decode(&ids[..end], false).map_err(anyhow::Error::msg)?;
-        if !decoded.ends_with('\u{FFFD}') && decoded.len() > emitted && decoded.is_char_boundary(emitted) {
-            out.push(decoded[emitted..].to_string());
-            emitted = decoded.len();
+        if let Some(piece) = new_text(&decoded, &mut emitted) {
+            out.push(piece.to_string());
         }
     }
     Ok(out)

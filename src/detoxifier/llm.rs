@@ -20,7 +20,7 @@ use crate::detoxifier::verify::is_degenerate;
 use crate::detoxifier::{DetoxKind, DetoxRequest, Detoxified, Detoxifier};
 use crate::error::{Error, Result};
 use crate::loading::gguf::GgufFile;
-use crate::loading::gguf_tokenizer::GgufTokenizer;
+use crate::loading::gguf_tokenizer::{GgufTokenizer, new_text};
 use crate::loading::{default_models_dir, pins};
 use crate::protector::Flow;
 
@@ -446,14 +446,11 @@ impl LlmDetoxifier {
             }
             generated.push(next);
             let decoded = self.decode(&generated)?;
-            // A token that ends inside a multi-byte character waits for the next one.
-            if !decoded.ends_with('\u{FFFD}') && decoded.len() > emitted && decoded.is_char_boundary(emitted) {
-                let piece = &decoded[emitted..];
-                emitted = decoded.len();
-                if on_text(piece) == Flow::Stop {
-                    stop = StopReason::Stopped;
-                    break;
-                }
+            if let Some(piece) = new_text(&decoded, &mut emitted)
+                && on_text(piece) == Flow::Stop
+            {
+                stop = StopReason::Stopped;
+                break;
             }
             // A small model that starts looping never recovers: stop early rather than spend the whole budget.
             if generated.len() % 16 == 0 && is_degenerate(&decoded) {

@@ -137,3 +137,24 @@ pub fn from_gguf(content: &Content) -> Result<GgufTokenizer> {
         chat_template,
     })
 }
+
+/// The text that the last token adds to a generation, given the whole generation decoded so far and how many of its
+/// bytes were handed out already (`emitted`, advanced here). `None` while the last token ends inside a multi-byte
+/// character (the decoder then ends in U+FFFD): it waits for the next token. Streaming generation and the replay of
+/// answers token by token both cut text this way.
+///
+/// ```
+/// use mllm_protector::loading::gguf_tokenizer::new_text;
+/// let mut emitted = 0;
+/// assert_eq!(new_text("Hel", &mut emitted), Some("Hel"));
+/// assert_eq!(new_text("Hello w\u{FFFD}", &mut emitted), None);
+/// assert_eq!(new_text("Hello wörld", &mut emitted), Some("lo wörld"));
+/// ```
+pub fn new_text<'a>(decoded: &'a str, emitted: &mut usize) -> Option<&'a str> {
+    if decoded.ends_with('\u{FFFD}') || decoded.len() <= *emitted || !decoded.is_char_boundary(*emitted) {
+        return None;
+    }
+    let piece = &decoded[*emitted..];
+    *emitted = decoded.len();
+    Some(piece)
+}
