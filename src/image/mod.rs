@@ -12,6 +12,7 @@ pub use tesseract::{TesseractConfig, TesseractReader};
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -25,11 +26,22 @@ pub const MAX_IMAGE_BYTES: usize = 64 << 20;
 pub const MAX_DECODED_BYTES: u64 = 512 << 20;
 
 /// An image given with the prompt: encoded bytes (PNG, JPEG, WebP, BMP, GIF), with where they came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Image {
     bytes: Vec<u8>,
     origin: Option<PathBuf>,
+    /// What a successful [`Image::inspect`] found: the guard checks an image and its reader reads it, and the pixels
+    /// are decoded once for both.
+    inspected: OnceLock<ImageInfo>,
 }
+
+impl PartialEq for Image {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes && self.origin == other.origin
+    }
+}
+
+impl Eq for Image {}
 
 /// What the guard learned of an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +76,7 @@ impl Image {
         Ok(Image {
             bytes,
             origin: Some(path.to_path_buf()),
+            inspected: OnceLock::new(),
         })
     }
 
@@ -72,6 +85,7 @@ impl Image {
         Image {
             bytes: bytes.into(),
             origin: None,
+            inspected: OnceLock::new(),
         }
     }
 
@@ -80,7 +94,8 @@ impl Image {
         &self.bytes
     }
 
-    /// Decodes the image under size limits and reports its size and format.
+    /// Decodes the image under size limits and reports its size and format (decoded once: later calls give the same
+    /// answer without decoding again).
     ///
     /// ```
     /// use mllm_protector::{Error, Image};
@@ -88,6 +103,14 @@ impl Image {
     /// assert!(matches!(err, Error::UnreadableImage { .. }));
     /// ```
     pub fn inspect(&self) -> Result<ImageInfo> {
+        if let Some(info) = self.inspected.get() {
+            return Ok(info.clone());
+        }
+        let info = self.decode_checked()?;
+        Ok(self.inspected.get_or_init(|| info).clone())
+    }
+
+    fn decode_checked(&self) -> Result<ImageInfo> {
         let name = self
             .origin
             .as_ref()
