@@ -477,7 +477,7 @@ impl Protector {
     /// The score when it can be used (a probability in `[0, 1]`), else why the detector could not decide.
     fn usable(score: Result<HarmScore, String>) -> Result<HarmScore, String> {
         score.and_then(|s| {
-            if s.probability.is_finite() && (0.0..=1.0).contains(&s.probability) {
+            if Self::valid(&s) {
                 Ok(s)
             } else if let (Some(language), true) = (s.language, s.probability.is_nan()) {
                 Err(format!(
@@ -495,11 +495,16 @@ impl Protector {
 
     /// Harmless, harmful or undecided, as [`guard`](Self::guard) would judge this score.
     fn verdict_of(&self, score: &Result<HarmScore, String>, threshold: f32) -> Verdict {
-        match Self::usable(score.clone()) {
-            Ok(s) if s.probability >= threshold => Verdict::Harmful,
-            Ok(_) => Verdict::Harmless,
-            Err(_) => Verdict::Undecided,
+        match score {
+            Ok(s) if Self::valid(s) && s.probability >= threshold => Verdict::Harmful,
+            Ok(s) if Self::valid(s) => Verdict::Harmless,
+            _ => Verdict::Undecided,
         }
+    }
+
+    /// A probability the guard can act on.
+    fn valid(s: &HarmScore) -> bool {
+        s.probability.is_finite() && (0.0..=1.0).contains(&s.probability)
     }
 
     fn decide(
