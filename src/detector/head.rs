@@ -24,6 +24,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The frozen-encoder head it replaced stays in `assets/minilm-harm-head.safetensors` for comparison.
 pub(crate) static EMBEDDED_HEAD: &[u8] = include_bytes!("../../assets/minilm-tuned-head.safetensors");
 
+/// The request head shipped with the crate: trained by `examples/train_request_head.rs` over the same fine-tuned
+/// encoder as [`EMBEDDED_HEAD`] (its delta is recorded as [`DeltaStorage::Shared`]), on requests rather than answers.
+pub(crate) static EMBEDDED_REQUEST_HEAD: &[u8] = include_bytes!("../../assets/minilm-request-head.safetensors");
+
 /// What kind of encoder produces a head's input.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +72,11 @@ pub enum DeltaStorage {
     /// 8-bit codes with one power-of-two scale per row ([`WeightDelta::quantize_u8`]): half the size of f16. The
     /// scales are stored under [`ENCODER_DELTA_SCALE_PREFIX`].
     U8Rows,
+    /// Not in this file: the head reads through the fine-tuned encoder of another head, whose delta has the recorded
+    /// identity (the request head reads through the harm head's encoder). Such a head is only used beside that
+    /// encoder ([`EmbeddingDetector::new`](crate::detector::EmbeddingDetector::new) checks it when given the other
+    /// head's identity; loading it alone is an error).
+    Shared,
 }
 
 /// Prefix of the encoder-delta tensors inside a head file (`encoder_delta.encoder.layer.5.output.dense.weight`, …).
@@ -122,6 +131,13 @@ impl ClassifierHead {
     /// The head embedded in the crate (over the fine-tuned MiniLM; see `EMBEDDED_HEAD`).
     pub fn embedded(device: &Device) -> Result<Self> {
         Self::from_bytes(EMBEDDED_HEAD, "embedded head", device)
+    }
+
+    /// The request head embedded in the crate: is *answering* a request harmful? Read through the default
+    /// detector's encoder ([`EmbeddingDetector::beside`](crate::detector::EmbeddingDetector::beside)); the protector
+    /// scores the text read from an image with it.
+    pub fn embedded_request(device: &Device) -> Result<Self> {
+        Self::from_bytes(EMBEDDED_REQUEST_HEAD, "embedded request head", device)
     }
 
     /// Reads a head file written by [`ClassifierHead::to_bytes`] / the training example.
@@ -232,6 +248,9 @@ impl ClassifierHead {
 
     /// The fine-tuned encoder weights this head was trained over, if any.
     pub fn encoder_delta(&self) -> Option<WeightDelta> {
+        if self.metadata.encoder.delta_storage == DeltaStorage::Shared {
+            return None;
+        }
         let id = self.metadata.encoder.delta_sha256.clone()?;
         Some(WeightDelta {
             tensors: self.encoder_delta.clone(),
@@ -246,6 +265,12 @@ impl ClassifierHead {
         let delta = match storage {
             DeltaStorage::Float => delta,
             DeltaStorage::U8Rows => delta.rounded_to_u8()?,
+            DeltaStorage::Shared => {
+                self.metadata.encoder.delta_sha256 = Some(delta.id);
+                self.metadata.encoder.delta_storage = storage;
+                self.encoder_delta = HashMap::new();
+                return Ok(self);
+            }
         };
         self.metadata.encoder.delta_sha256 = Some(delta.id);
         self.metadata.encoder.delta_storage = storage;
@@ -355,6 +380,7 @@ impl ClassifierHead {
                     named.push((format!("{ENCODER_DELTA_SCALE_PREFIX}{name}"), scales));
                 }
             }
+            DeltaStorage::Shared => {} // the delta lives with the other head
         }
         let json = serde_json::to_string(&self.metadata).map_err(|e| Error::BadConfig {
             what: "head metadata".into(),
@@ -389,6 +415,9 @@ fn take_encoder_delta(
     let mut scales = take(ENCODER_DELTA_SCALE_PREFIX);
     let recorded = match &encoder.delta_sha256 {
         None if stored.is_empty() && scales.is_empty() => return Ok(stored),
+        Some(_) if encoder.delta_storage == DeltaStorage::Shared && stored.is_empty() && scales.is_empty() => {
+            return Ok(stored);
+        }
         Some(recorded) if !stored.is_empty() => recorded,
         _ => {
             return Err(bad(
@@ -402,6 +431,7 @@ fn take_encoder_delta(
             tensors: stored,
         },
         DeltaStorage::Float => return Err(bad("row scales for a delta recorded as float".into())),
+        DeltaStorage::Shared => return Err(bad("delta tensors in a head whose delta is recorded as shared".into())),
         DeltaStorage::U8Rows => {
             let mut parts = HashMap::with_capacity(stored.len());
             for (name, codes) in stored {
@@ -469,7 +499,45 @@ mod tests {
                         "each row has its own scale"
                     );
                 }
+                DeltaStorage::Shared => unreachable!("not in this loop"),
             }
         }
+    }
+
+    #[test]
+    fn a_shared_delta_records_its_identity_and_stores_nothing() {
+        let dev = Device::Cpu;
+        let tensors = HashMap::from([("x".to_string(), Tensor::new(&[[0.5f32, -0.5]], &dev).unwrap())]);
+        let delta = WeightDelta {
+            id: WeightDelta::identity(&tensors).unwrap(),
+            tensors,
+        };
+        let head = ClassifierHead::embedded(&dev)
+            .unwrap()
+            .with_encoder_delta(delta.clone(), DeltaStorage::Shared)
+            .unwrap();
+        let bytes = head.to_bytes().unwrap();
+        let raw = candle_core::safetensors::load_buffer(&bytes, &dev).unwrap();
+        assert!(
+            !raw.keys().any(|k| k.starts_with(ENCODER_DELTA_PREFIX)),
+            "no delta tensors stored"
+        );
+        let loaded = ClassifierHead::from_bytes(&bytes, "shared", &dev).unwrap();
+        assert_eq!(
+            loaded.metadata().encoder.delta_sha256.as_deref(),
+            Some(delta.id.as_str())
+        );
+        assert!(
+            loaded.encoder_delta().is_none(),
+            "a shared delta is not this head's to apply"
+        );
+        // Delta tensors in a file that records its delta as shared: refused.
+        let mut named: HashMap<String, Tensor> = raw.clone();
+        named.insert(
+            format!("{ENCODER_DELTA_PREFIX}x"),
+            Tensor::new(&[[0.5f32, -0.5]], &dev).unwrap(),
+        );
+        let err = ClassifierHead::from_tensors(named, loaded.metadata().clone(), "shared").unwrap_err();
+        assert!(err.to_string().contains("shared"), "{err}");
     }
 }

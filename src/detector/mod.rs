@@ -311,6 +311,14 @@ impl EmbeddingDetector {
             HeadSource::File(path) => ClassifierHead::load(path, &device)?,
         };
         let meta = head.metadata();
+        if meta.encoder.delta_storage == DeltaStorage::Shared {
+            return Err(Error::BadConfig {
+                what: "detector head".into(),
+                reason: "this head reads through another head's fine-tuned encoder (its delta is shared, not stored): \
+                         use it with EmbeddingDetector::beside"
+                    .into(),
+            });
+        }
         let expected = config.verify_checksum.then_some(meta.encoder.weights_sha256.as_str());
         let mut windowing = meta.encoder.windowing;
         if let Some(n) = config.span_sentences {
@@ -357,6 +365,34 @@ impl EmbeddingDetector {
             min_category_margin: DEFAULT_MIN_CATEGORY_MARGIN,
             span_threshold: None,
         })
+    }
+
+    /// Another head over this detector's encoder (shared, not loaded again), e.g. the request head
+    /// ([`ClassifierHead::embedded_request`]). The head must have been trained over this very encoder: the same
+    /// weights and the same fine-tuned delta.
+    ///
+    /// ```no_run
+    /// use mllm_protector::detector::{ClassifierHead, DetectionInput, EmbeddingDetector, HarmDetector};
+    /// let detector = EmbeddingDetector::load_default()?;
+    /// let requests = detector.beside(ClassifierHead::embedded_request(&candle_core::Device::Cpu)?, "request head")?;
+    /// let score = requests.score(DetectionInput::response("Steps to manufacture illegal drugs. 1. 2. 3."))?;
+    /// println!("{}", score.probability);
+    /// # Ok::<(), mllm_protector::Error>(())
+    /// ```
+    pub fn beside(&self, head: ClassifierHead, name: impl Into<String>) -> Result<Self> {
+        let (mine, theirs) = (&self.head.metadata().encoder, &head.metadata().encoder);
+        if mine.weights_sha256 != theirs.weights_sha256 || mine.delta_sha256 != theirs.delta_sha256 {
+            return Err(Error::BadConfig {
+                what: "head beside the detector".into(),
+                reason: format!(
+                    "trained over encoder {} (delta {:?}), but this detector reads through {} (delta {:?})",
+                    theirs.weights_sha256, theirs.delta_sha256, mine.weights_sha256, mine.delta_sha256
+                ),
+            });
+        }
+        let mut detector = Self::new(self.encoder.clone(), head, name)?;
+        detector.min_category_margin = self.min_category_margin;
+        Ok(detector)
     }
 
     /// The head in use.

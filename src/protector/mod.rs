@@ -12,7 +12,9 @@ pub use layer::{Generate, GenerateStream, GuardLayer, Guarded, GuardedError};
 pub use stream::{Flow, HoldBack, StreamConfig, StreamGuard, StreamOutcome, StreamStats, StreamStep};
 
 use crate::canonical::{Language, ViewKind};
-use crate::detector::{CanonicalDetector, DetectionInput, DetectorConfig, HarmCategory, HarmDetector, HarmScore};
+use crate::detector::{
+    CanonicalDetector, ClassifierHead, DetectionInput, DetectorConfig, HarmCategory, HarmDetector, HarmScore,
+};
 use crate::detoxifier::verify::{FallbackReason, complies, is_degenerate, rouge_l_f1};
 use crate::detoxifier::{DetoxKind, DetoxRequest, Detoxifier, LlmDetoxifier, TemplateDetoxifier};
 use crate::device::DeviceChoice;
@@ -165,7 +167,7 @@ pub struct ImageTextReport {
     /// Whether the text changed the judgement: the answer read after it scored higher ([`ImageTextUse::Prepend`]),
     /// or the answer was held to the lower threshold ([`ImageTextUse::LowerThreshold`]).
     pub used: bool,
-    /// The image text's own score, read as a request ([`ImageTextUse::LowerThreshold`]).
+    /// The image text's own score, read as a request by the request detector ([`ImageTextUse::LowerThreshold`]).
     pub request_score: Option<f32>,
 }
 
@@ -178,8 +180,10 @@ pub enum ImageTextUse {
     Report,
     /// The answer is also read after the image's text, as one more reading (the highest score counts).
     Prepend,
-    /// When the image's text itself scores as harmful (at least `request_threshold`), the answer is held to
-    /// `threshold` instead of the detector's (or the protector's, when lower).
+    /// When the image's text, read as a request, scores as harmful (at least `request_threshold`), the answer is held
+    /// to `threshold` instead of the detector's (or the protector's, when lower). The request is scored by the
+    /// protector's request detector (by default the embedded request head; [`ProtectorBuilder::request_detector`]),
+    /// or, without one, by the answer detector.
     LowerThreshold {
         /// The image text's score from which it counts as a harmful request.
         request_threshold: f32,
@@ -189,12 +193,13 @@ pub enum ImageTextUse {
 }
 
 impl Default for ImageTextUse {
-    /// [`ImageTextUse::LowerThreshold`] with the request threshold 0.25 and the answer threshold 0.1: chosen on the
-    /// validation half of SafeBench-Tiny and 50 benign typographic images (`examples/figstep_eval.rs`; README,
-    /// "Images"), as the option with the fewest successful attacks left and no benign answer changed.
+    /// [`ImageTextUse::LowerThreshold`] with the request threshold 0.5 (on the request head's score) and the answer
+    /// threshold 0.1: chosen on the validation half of SafeBench-Tiny and 50 benign typographic images
+    /// (`examples/figstep_eval.rs`; docs/EVALUATION.md, "Images"), in the middle of the options with the fewest
+    /// successful attacks left and no benign answer changed.
     fn default() -> Self {
         ImageTextUse::LowerThreshold {
-            request_threshold: 0.25,
+            request_threshold: 0.5,
             threshold: 0.1,
         }
     }
@@ -229,6 +234,9 @@ pub struct GuardRequest<'a> {
 /// ```
 pub struct Protector {
     detector: Arc<dyn HarmDetector>,
+    /// Scores the text read from an image as a request ([`ImageTextUse::LowerThreshold`]); without one, the
+    /// answer detector reads it.
+    request_detector: Option<Arc<dyn HarmDetector>>,
     image_reader: Option<Arc<dyn ImageReader>>,
     detoxifier: Arc<dyn Detoxifier>,
     fallback: TemplateDetoxifier,
@@ -268,6 +276,11 @@ impl Protector {
     /// The detector in use.
     pub fn detector(&self) -> &Arc<dyn HarmDetector> {
         &self.detector
+    }
+
+    /// The detector that reads an image's text as a request, if any.
+    pub fn request_detector(&self) -> Option<&Arc<dyn HarmDetector>> {
+        self.request_detector.as_ref()
     }
 
     /// The detoxifier in use.
@@ -334,14 +347,15 @@ impl Protector {
             Err(e) => vec![Err(e.to_string()); inputs.len()],
         };
         let mut next = scores.drain(..);
+        let request_scores = self.request_scores(&texts.iter().collect::<Vec<_>>());
         let mut judged = Vec::with_capacity(valid.len());
-        for (text, extra) in texts.into_iter().zip(&readings) {
+        for ((text, extra), request) in texts.into_iter().zip(&readings).zip(request_scores) {
             let main = next.next().unwrap_or_else(|| Err("no score returned".into()));
             let extra: Vec<Result<HarmScore, String>> = extra
                 .iter()
                 .map(|_| next.next().unwrap_or_else(|| Err("no score returned".into())))
                 .collect();
-            judged.push(self.with_image_text(main, &extra, text));
+            judged.push(self.with_image_text(main, &extra, request, text));
         }
         let mut judged = judged.into_iter();
         let mut out = Vec::with_capacity(requests.len());
@@ -380,8 +394,44 @@ impl Protector {
         match self.config.image_text {
             ImageTextUse::Report => Vec::new(),
             ImageTextUse::Prepend => vec![(prompt.to_string(), format!("{}\n\n{response}", text.text))],
+            ImageTextUse::LowerThreshold { .. } if self.request_detector.is_some() => Vec::new(),
             ImageTextUse::LowerThreshold { .. } => vec![(String::new(), text.text.clone())],
         }
+    }
+
+    /// The images' texts scored as requests by the request detector, for [`ImageTextUse::LowerThreshold`]: `None`
+    /// where there is no text, no request detector, or another use.
+    fn request_scores(&self, texts: &[&Option<Result<ImageText, String>>]) -> Vec<Option<Result<HarmScore, String>>> {
+        let mut out = vec![None; texts.len()];
+        let (Some(requests), ImageTextUse::LowerThreshold { .. }) = (&self.request_detector, self.config.image_text)
+        else {
+            return out;
+        };
+        let read: Vec<(usize, &str)> = texts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| match t {
+                Some(Ok(t)) if !t.is_empty() => Some((i, t.text.as_str())),
+                _ => None,
+            })
+            .collect();
+        if read.is_empty() {
+            return out;
+        }
+        let inputs: Vec<DetectionInput<'_>> = read.iter().map(|(_, t)| DetectionInput::response(t)).collect();
+        match requests.score_batch(&inputs) {
+            Ok(scores) if scores.len() == inputs.len() => {
+                for ((i, _), score) in read.iter().zip(scores) {
+                    out[*i] = Some(Ok(score));
+                }
+            }
+            Ok(_) => {
+                let reason = format!("{} did not return one score per image text", requests.name());
+                read.iter().for_each(|(i, _)| out[*i] = Some(Err(reason.clone())));
+            }
+            Err(e) => read.iter().for_each(|(i, _)| out[*i] = Some(Err(e.to_string()))),
+        }
+        out
     }
 
     /// The answer's score, the threshold it is held to, and the report of the image's text, after
@@ -391,6 +441,7 @@ impl Protector {
         &self,
         main: Result<HarmScore, String>,
         extra: &[Result<HarmScore, String>],
+        request: Option<Result<HarmScore, String>>,
         text: Option<Result<ImageText, String>>,
     ) -> (Result<HarmScore, String>, f32, Option<ImageTextReport>) {
         let reader = self
@@ -418,8 +469,13 @@ impl Protector {
         };
         let mut threshold = self.threshold;
         let mut score = main;
-        match (self.config.image_text, extra.first()) {
-            (ImageTextUse::Prepend, Some(joined)) => {
+        // The image's text read as a request: by the request detector, else by the answer detector among the extras.
+        let request = request.or_else(|| match self.config.image_text {
+            ImageTextUse::LowerThreshold { .. } => extra.first().cloned(),
+            _ => None,
+        });
+        match (self.config.image_text, extra.first(), request) {
+            (ImageTextUse::Prepend, Some(joined), _) => {
                 let higher = match (&score, joined) {
                     (Ok(s), Ok(j)) => j.probability.is_nan() || j.probability > s.probability,
                     (Ok(_), Err(_)) => true,
@@ -435,6 +491,7 @@ impl Protector {
                     request_threshold,
                     threshold: lowered,
                 },
+                _,
                 Some(request),
             ) => {
                 let p = request.as_ref().map(|r| r.probability).unwrap_or(f32::NAN);
@@ -664,10 +721,21 @@ pub struct ProtectorBuilder {
     use_llm: bool,
     image_reader: ImageReaderChoice,
     detector: Option<Arc<dyn HarmDetector>>,
+    request_detector: RequestDetectorChoice,
     detoxifier: Option<Arc<dyn Detoxifier>>,
     fallback: TemplateDetoxifier,
     detector_config: DetectorConfig,
     config: ProtectorConfig,
+}
+
+/// Which request detector a builder gives the protector.
+#[derive(Default)]
+enum RequestDetectorChoice {
+    /// The embedded request head beside the default detector's encoder; none beside a detector of the caller's.
+    #[default]
+    Default,
+    None,
+    Given(Arc<dyn HarmDetector>),
 }
 
 /// Which image reader a builder gives the protector.
@@ -691,6 +759,20 @@ impl ProtectorBuilder {
     /// Does not read the text in images (they are still checked to be real, bounded images).
     pub fn without_image_reader(mut self) -> Self {
         self.image_reader = ImageReaderChoice::None;
+        self
+    }
+
+    /// Scores the text read from an image as a request with this detector (by default the embedded request head,
+    /// [`ClassifierHead::embedded_request`](crate::detector::ClassifierHead::embedded_request), beside the default
+    /// detector's encoder).
+    pub fn request_detector(mut self, detector: Arc<dyn HarmDetector>) -> Self {
+        self.request_detector = RequestDetectorChoice::Given(detector);
+        self
+    }
+
+    /// Scores the text read from an image with the answer detector, as a request (no request head).
+    pub fn without_request_detector(mut self) -> Self {
+        self.request_detector = RequestDetectorChoice::None;
         self
     }
 
@@ -792,9 +874,28 @@ impl ProtectorBuilder {
 
     /// Loads what is needed and builds the protector.
     pub fn build(self) -> Result<Protector> {
+        let mut default_request = None;
         let detector: Arc<dyn HarmDetector> = match self.detector {
             Some(d) => d,
-            None => Arc::new(CanonicalDetector::load(&self.detector_config)?),
+            None => {
+                let canonical = CanonicalDetector::load(&self.detector_config)?;
+                if matches!(self.request_detector, RequestDetectorChoice::Default) {
+                    let device = self.detector_config.device.to_device()?;
+                    let head = ClassifierHead::embedded_request(&device)?;
+                    let requests = canonical.inner().beside(head, "request head")?;
+                    default_request = Some(Arc::new(CanonicalDetector::new(
+                        requests,
+                        self.detector_config.canonical.clone(),
+                        self.detector_config.language_policy,
+                    )) as Arc<dyn HarmDetector>);
+                }
+                Arc::new(canonical)
+            }
+        };
+        let request_detector = match self.request_detector {
+            RequestDetectorChoice::Given(d) => Some(d),
+            RequestDetectorChoice::None => None,
+            RequestDetectorChoice::Default => default_request,
         };
         let threshold = self.config.threshold.unwrap_or_else(|| detector.threshold());
         if !(threshold.is_finite() && threshold > 0.0 && threshold <= 1.0) {
@@ -840,6 +941,7 @@ impl ProtectorBuilder {
         }
         Ok(Protector {
             detector,
+            request_detector,
             image_reader,
             detoxifier,
             fallback: self.fallback,

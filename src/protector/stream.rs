@@ -167,6 +167,8 @@ pub struct StreamGuard<'p> {
     image: Option<ImageInfo>,
     /// The text in the image, read once when the stream starts.
     image_text: Option<std::result::Result<ImageText, String>>,
+    /// The image's text scored as a request (by the protector's request detector), once per stream.
+    request_score: Option<std::result::Result<HarmScore, String>>,
     prompt: String,
     text: String,
     /// Byte offset where each word received so far ends (a word ends where whitespace follows it).
@@ -219,12 +221,15 @@ impl Protector {
         }
         let info = image.map(Image::inspect).transpose()?;
         let image_text = self.read_image(image);
+        // The image's text as a request does not change while the answer grows: scored once.
+        let request_score = self.request_scores(&[&image_text]).pop().flatten();
         let image = info;
         Ok(StreamGuard {
             protector: self,
             config,
             image,
             image_text,
+            request_score,
             prompt: prompt.to_string(),
             text: String::new(),
             word_ends: Vec::new(),
@@ -458,7 +463,8 @@ impl StreamGuard<'_> {
         let mut scores = scores.into_iter();
         let main = scores.next().unwrap_or_else(|| Err("no score returned".into()));
         let extra: Vec<_> = scores.collect();
-        let (score, threshold, image_text) = protector.with_image_text(main, &extra, self.image_text.clone());
+        let (score, threshold, image_text) =
+            protector.with_image_text(main, &extra, self.request_score.clone(), self.image_text.clone());
         Judged {
             score,
             threshold,

@@ -1,0 +1,291 @@
+//! Trains the request head: is *answering* this request harmful? It reads a request (the text an image carries, as
+//! in FigStep's typographic attack) through the default detector's encoder, fine-tuned delta included, and a
+//! logistic head, so the protector scores an image's text with no second encoder.
+//!
+//! Data (`eval::data::load_requests`): harmful requests from AdvBench, HarmBench, every Do-Not-Answer area (which
+//! include requests for tailored medical, legal and financial advice), JailbreakBench goals and GPTFuzz questions;
+//! benign ones from AlpacaEval's instructions, less the `--leave-out` that `figstep_eval` renders as benign images.
+//! Split by request, 70 / 15 / 15. The threshold is the best F1 on validation with at most `--max-val-fpr` of the
+//! benign validation requests flagged. Reported beside the split's own figures, on sets never trained on: XSTest's
+//! prompts (250 safe, 200 unsafe) and SafeBench's 500 questions in their typographic wording (recall per category).
+//!
+//! `cargo run --release --example train_request_head -- [--out assets/minilm-request-head.safetensors]`
+//! (about 2 minutes on 2 cores; embeddings are cached under `.cache/embeddings/`).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::Optimizer;
+use clap::Parser;
+use mllm_protector::detector::{ClassifierHead, DeltaStorage, EmbeddingDetector, HeadMetadata};
+use mllm_protector::eval::data::{self, Example, Split, in_split};
+use mllm_protector::eval::{SplitMix64, auroc, binary_metrics, fit_platt};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Where to write the head.
+    #[arg(long, default_value = "assets/minilm-request-head.safetensors")]
+    out: PathBuf,
+    /// Seed for the split and the initialisation.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// AlpacaEval instructions left out of training, in `figstep_eval`'s order (its benign images use the first).
+    #[arg(long, default_value_t = 200)]
+    leave_out: usize,
+    /// Highest share of benign validation requests flagged at the chosen threshold.
+    #[arg(long, default_value_t = 0.02)]
+    max_val_fpr: f64,
+    /// Full-batch epochs at most (early stopping on validation AUROC).
+    #[arg(long, default_value_t = 3000)]
+    epochs: usize,
+    /// Learning rate (AdamW).
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+}
+
+/// Texts embedded window by window, with the label of each window's text.
+struct Embedded {
+    x: Tensor,
+    owner: Vec<usize>,
+    labels: Vec<bool>,
+}
+
+impl Embedded {
+    fn new(detector: &EmbeddingDetector, texts: &[&str], labels: Vec<bool>, what: &str) -> anyhow::Result<Self> {
+        let encoder = detector.encoder();
+        let (x, owner) = common::embed_cached(
+            encoder.as_ref(),
+            detector.head().metadata().encoder.windowing,
+            texts,
+            what,
+        )?;
+        Ok(Embedded { x, owner, labels })
+    }
+
+    /// A text's score is its highest window's, as the detector reads it.
+    fn text_scores(&self, window_scores: &[f32]) -> Vec<f32> {
+        let mut out = vec![f32::NEG_INFINITY; self.labels.len()];
+        for (&o, &s) in self.owner.iter().zip(window_scores) {
+            out[o] = out[o].max(s);
+        }
+        out
+    }
+}
+
+fn train(train: &Embedded, val: &Embedded, args: &Args) -> anyhow::Result<(HashMap<String, Tensor>, f64, usize)> {
+    let device = Device::Cpu;
+    let dim = train.x.dim(1)?;
+    let mut rng = SplitMix64(args.seed);
+    let bound = (6.0 / (dim + 1) as f32).sqrt();
+    let w0: Vec<f32> = (0..dim).map(|_| (rng.next_f32() * 2.0 - 1.0) * bound).collect();
+    let w = Var::from_tensor(&Tensor::from_vec(w0, (1, dim), &device)?)?;
+    let b = Var::from_tensor(&Tensor::zeros(1, DType::F32, &device)?)?;
+    // Each class carries half the loss, whatever its count.
+    let positives = train.owner.iter().filter(|&&o| train.labels[o]).count().max(1) as f32;
+    let negatives = (train.owner.len() as f32 - positives).max(1.0);
+    let (y, weights): (Vec<f32>, Vec<f32>) = train
+        .owner
+        .iter()
+        .map(|&o| {
+            if train.labels[o] {
+                (1.0, 0.5 / positives)
+            } else {
+                (0.0, 0.5 / negatives)
+            }
+        })
+        .unzip();
+    let (y, weights) = (Tensor::new(y, &device)?, Tensor::new(weights, &device)?);
+    let mut opt = candle_nn::AdamW::new(
+        vec![w.clone(), b.clone()],
+        candle_nn::ParamsAdamW {
+            lr: args.lr,
+            weight_decay: 1e-4,
+            ..Default::default()
+        },
+    )?;
+    let logits = |x: &Tensor| -> candle_core::Result<Tensor> {
+        x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?.squeeze(1)
+    };
+    let mut best = (f64::MIN, 0usize, HashMap::new());
+    for epoch in 1..=args.epochs {
+        let loss = common::weighted_bce(&logits(&train.x)?, &y, &weights)?;
+        opt.backward_step(&loss)?;
+        if epoch % 10 == 0 {
+            let s = val.text_scores(&logits(&val.x)?.to_vec1::<f32>()?);
+            let a = auroc(&s, &val.labels).unwrap_or(0.0);
+            if a > best.0 + 1e-5 {
+                let tensors = HashMap::from([
+                    ("layers.0.weight".to_string(), w.as_tensor().copy()?),
+                    ("layers.0.bias".to_string(), b.as_tensor().copy()?),
+                ]);
+                best = (a, epoch, tensors);
+            } else if epoch >= best.1 + 300 {
+                break;
+            }
+        }
+    }
+    Ok((best.2, best.0, best.1))
+}
+
+/// Best F1 with at most `max_fpr` of the benign validation requests flagged.
+fn choose_threshold(scores: &[f32], labels: &[bool], max_fpr: f64) -> f32 {
+    let mut candidates: Vec<f32> = scores.iter().copied().filter(|s| s.is_finite()).collect();
+    candidates.sort_by(f32::total_cmp);
+    candidates.dedup();
+    let mut best = (f64::MIN, 0.5f32);
+    for &t in &candidates {
+        let m = binary_metrics(scores, labels, t);
+        if m.fpr <= max_fpr && m.f1 > best.0 {
+            best = (m.f1, t);
+        }
+    }
+    best.1
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = data::data_dir()?;
+    let left_out: HashSet<String> = data::figstep_benign_instructions(&dir)?
+        .into_iter()
+        .take(args.leave_out)
+        .map(|s| s.trim().to_lowercase())
+        .collect();
+    let all: Vec<Example> = data::load_requests(&dir)?
+        .into_iter()
+        .filter(|e| !left_out.contains(&e.group))
+        .collect();
+    let detector = EmbeddingDetector::load_default()?;
+    let mut sets = BTreeMap::new();
+    for (name, split) in [
+        ("train", Split::Train),
+        ("validation", Split::Validation),
+        ("test", Split::Test),
+    ] {
+        let examples = in_split(all.clone(), split, args.seed);
+        let texts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
+        let harmful = examples.iter().filter(|e| e.harmful).count();
+        eprintln!("{name}: {} requests ({harmful} harmful)", examples.len());
+        let labels = examples.iter().map(|e| e.harmful).collect();
+        sets.insert(name, Embedded::new(&detector, &texts, labels, name)?);
+    }
+    let (tensors, val_auroc, epochs) = train(&sets["train"], &sets["validation"], &args)?;
+    eprintln!("validation AUROC {val_auroc:.4} after {epochs} epochs");
+
+    let harm_identity = detector.head().metadata().encoder.clone();
+    let mut metadata = HeadMetadata {
+        format_version: mllm_protector::detector::head::FORMAT_VERSION,
+        layer_sizes: vec![harm_identity.dim, 1],
+        threshold: 0.5,
+        temperature: 1.0,
+        logit_bias: 0.0,
+        encoder: harm_identity.clone(),
+        context: Default::default(),
+        categories: Vec::new(),
+        training: serde_json::Value::Null,
+        metrics: serde_json::Value::Null,
+    };
+    metadata.encoder.delta_sha256 = None; // recorded below, as shared
+    let shared = |head: ClassifierHead| -> anyhow::Result<ClassifierHead> {
+        Ok(match detector.head().encoder_delta() {
+            Some(delta) => head.with_encoder_delta(delta, DeltaStorage::Shared)?,
+            None => head,
+        })
+    };
+    // Platt scaling on validation (monotone: the ranking is unchanged), then the threshold.
+    let raw = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "request head")?;
+    let val = &sets["validation"];
+    let val_logits = val.text_scores(&raw.logits(&val.x)?.to_vec1::<f32>()?);
+    (metadata.temperature, metadata.logit_bias) = fit_platt(&val_logits, &val.labels);
+    let head = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "request head")?;
+    let score = |e: &Embedded| -> anyhow::Result<Vec<f32>> { Ok(e.text_scores(&head.probabilities(&e.x)?)) };
+    let val_scores = score(val)?;
+    metadata.threshold = choose_threshold(&val_scores, &val.labels, args.max_val_fpr);
+    let threshold = metadata.threshold;
+
+    // Held-out readings: XSTest prompts, SafeBench questions in their typographic wording.
+    let mut xs_texts = Vec::new();
+    let mut xs_labels = Vec::new();
+    let mut xs_reader = csv::Reader::from_path(dir.join("xstest/xstest_prompts.csv"))?;
+    for row in xs_reader.records() {
+        let row = row?;
+        xs_texts.push(row[1].to_string());
+        xs_labels.push(&row[3] == "unsafe");
+    }
+    let mut sb_texts = Vec::new();
+    let mut sb_categories = Vec::new();
+    let mut sb_reader = csv::Reader::from_path(dir.join("figstep/data/question/safebench.csv"))?;
+    for row in sb_reader.records() {
+        let row = row?;
+        sb_texts.push(row[5].to_string());
+        sb_categories.push(row[3].to_string());
+    }
+    let xs = Embedded::new(
+        &detector,
+        &xs_texts.iter().map(String::as_str).collect::<Vec<_>>(),
+        xs_labels,
+        "xstest",
+    )?;
+    let sb_labels = vec![true; sb_texts.len()];
+    let sb = Embedded::new(
+        &detector,
+        &sb_texts.iter().map(String::as_str).collect::<Vec<_>>(),
+        sb_labels,
+        "safebench",
+    )?;
+
+    let mut metrics = serde_json::Map::new();
+    println!(
+        "\nrequest head, threshold {threshold:.3} (validation, benign flagged ≤ {})\n",
+        args.max_val_fpr
+    );
+    println!("| set | n | AUROC | recall | false positives | F1 |\n|---|---|---|---|---|---|");
+    for (name, e) in [("validation", val), ("test", &sets["test"]), ("xstest prompts", &xs)] {
+        let s = score(e)?;
+        let m = binary_metrics(&s, &e.labels, threshold);
+        let a = auroc(&s, &e.labels).unwrap_or(f64::NAN);
+        println!(
+            "| {name} | {} | {a:.3} | {:.3} | {:.3} | {:.3} |",
+            e.labels.len(),
+            m.recall,
+            m.fpr,
+            m.f1
+        );
+        metrics.insert(
+            name.to_string(),
+            serde_json::json!({"n": e.labels.len(), "auroc": a, "recall": m.recall, "fpr": m.fpr, "f1": m.f1}),
+        );
+    }
+    let sb_scores = score(&sb)?;
+    let mut per_category: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (c, s) in sb_categories.iter().zip(&sb_scores) {
+        let entry = per_category.entry(c.as_str()).or_default();
+        entry.0 += usize::from(*s >= threshold);
+        entry.1 += 1;
+    }
+    let flagged: usize = per_category.values().map(|v| v.0).sum();
+    println!(
+        "\nSafeBench questions (typographic wording) flagged: {flagged} of {}\n",
+        sb_scores.len()
+    );
+    println!("| category | flagged |\n|---|---|");
+    for (c, (f, n)) in &per_category {
+        println!("| {c} | {f} / {n} |");
+    }
+    metrics.insert(
+        "safebench".into(),
+        serde_json::json!({"recall": flagged as f64 / sb_scores.len().max(1) as f64}),
+    );
+    metadata.metrics = serde_json::Value::Object(metrics);
+    metadata.training = serde_json::json!({
+        "data": "load_requests: AdvBench, HarmBench, Do-Not-Answer (all areas), JBB goals, GPTFuzz questions vs AlpacaEval instructions",
+        "left_out_figstep_benign": args.leave_out, "split": "by request 70/15/15", "seed": args.seed,
+        "epochs": epochs, "lr": args.lr, "max_val_fpr": args.max_val_fpr, "validation_auroc": val_auroc,
+    });
+    let head = shared(ClassifierHead::from_tensors(tensors, metadata, "request head")?)?;
+    std::fs::write(&args.out, head.to_bytes()?)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
