@@ -4,7 +4,7 @@
 CARGO ?= cargo
 JOBS ?= 2
 
-.PHONY: models ocr demo test lint bench eval figstep stream-eval
+.PHONY: models ocr demo test lint bench bench-compare eval figstep stream-eval fuzz
 
 models:
 	bash scripts/fetch_models.sh
@@ -31,6 +31,11 @@ lint:
 
 bench: models
 	$(CARGO) bench -j$(JOBS) --bench guard
+
+# The encoder against sentence-transformers on PyTorch and ONNX Runtime, same windows, same run (installs the Python
+# side under target/; about 3 GB). Prints the table and writes target/bench-compare.json.
+bench-compare: models
+	JOBS=$(JOBS) bash scripts/bench_compare.sh
 
 eval: models
 	$(CARGO) run --release -j$(JOBS) --example evaluate -- --json target/eval.json

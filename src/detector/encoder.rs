@@ -322,6 +322,7 @@ pub struct SentenceEncoder {
     pad: u32,
     windowing: Windowing,
     batch_size: usize,
+    max_batch_tokens: usize,
     weights_sha256: String,
 }
 
@@ -440,8 +441,17 @@ impl SentenceEncoder {
             pad,
             windowing,
             batch_size: 32,
+            max_batch_tokens: MAX_BATCH_TOKENS,
             weights_sha256,
         })
+    }
+
+    /// Batches at most `tokens` padded tokens (windows × longest window) at a time, and 32 windows at most
+    /// (default [`MAX_BATCH_TOKENS`]). The embeddings do not depend on it, only the speed; `usize::MAX` batches by
+    /// 32 windows whatever their length.
+    pub fn with_max_batch_tokens(mut self, tokens: usize) -> Self {
+        self.max_batch_tokens = tokens.max(1);
+        self
     }
 
     /// The tokenizer (padding and truncation off).
@@ -556,7 +566,7 @@ impl SentenceEncoder {
         let mut order: Vec<usize> = (0..windows.len()).collect();
         order.sort_by_key(|&i| windows[i].len());
         let mut rows: Vec<Option<Tensor>> = vec![None; windows.len()];
-        for chunk in order.chunks(self.batch_size) {
+        for chunk in token_budget_batches(&order, |i| windows[i].len(), self.batch_size, self.max_batch_tokens) {
             let longest = chunk.iter().map(|&i| windows[i].len()).max().unwrap_or(0);
             let mut ids = Vec::with_capacity(chunk.len() * longest);
             let mut mask = Vec::with_capacity(chunk.len() * longest);
@@ -625,6 +635,36 @@ impl TextEncoder for SentenceEncoder {
 /// A span shorter than this (a heading, a list number) carries too little to be judged alone.
 const MIN_SPAN_TOKENS: usize = 8;
 
+/// Default for the most tokens in one batch of windows ([`SentenceEncoder::with_max_batch_tokens`]). Attention's
+/// score matrices grow with batch × length²: 32 windows of 256 tokens hold 100 MB of scores per layer, far past the
+/// caches, while short windows gain from large batches (BENCHMARKS.md, "Against PyTorch and ONNX Runtime").
+pub const MAX_BATCH_TOKENS: usize = 2048;
+
+/// Cuts `order` (sorted by length, shortest first) into batches of at most `max_windows` windows whose padded size
+/// (windows × longest) stays within `max_tokens`; a window longer than that goes alone.
+fn token_budget_batches(
+    order: &[usize],
+    len: impl Fn(usize) -> usize,
+    max_windows: usize,
+    max_tokens: usize,
+) -> Vec<&[usize]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        // Sorted ascending, so the last window of a batch is its longest.
+        while end < order.len()
+            && end - start < max_windows
+            && (end + 1 - start).saturating_mul(len(order[end])) <= max_tokens
+        {
+            end += 1;
+        }
+        batches.push(&order[start..end]);
+        start = end;
+    }
+    batches
+}
+
 /// Spans of `n` consecutive sentences, starting every `n - 1` sentences (so each pair of neighbouring sentences is
 /// whole in some span), as slices of `text`. A sentence ends after `.`, `!` or `?` followed by whitespace, or at a
 /// line break.
@@ -692,6 +732,34 @@ pub fn mean_pool_normalized(hidden: &Tensor, mask: &Tensor) -> candle_core::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_keep_to_the_token_budget_and_the_window_count() {
+        // Lengths sorted ascending: 40 short windows, then 20 of 256 tokens, then one over the budget.
+        let lens: Vec<usize> = [vec![16; 40], vec![256; 20], vec![4096]].concat();
+        let order: Vec<usize> = (0..lens.len()).collect();
+        let batches = token_budget_batches(&order, |i| lens[i], 32, MAX_BATCH_TOKENS);
+        assert_eq!(
+            batches.iter().map(|b| b.len()).sum::<usize>(),
+            lens.len(),
+            "every window once"
+        );
+        for b in &batches {
+            let longest = b.iter().map(|&i| lens[i]).max().unwrap();
+            assert!(b.len() <= 32);
+            assert!(
+                b.len() == 1 || b.len() * longest <= MAX_BATCH_TOKENS,
+                "{} x {longest}",
+                b.len()
+            );
+        }
+        assert_eq!(batches[0].len(), 32, "short windows fill the window count");
+        assert_eq!(batches.last().unwrap().len(), 1, "a window over the budget goes alone");
+        assert!(
+            batches.iter().any(|b| b.len() == 8 && lens[b[0]] == 256),
+            "8 windows of 256 = 2,048 tokens"
+        );
+    }
 
     #[test]
     fn a_weight_delta_adds_and_rejects_unknown_names_and_shapes() {
