@@ -47,3 +47,8 @@ figstep: models ocr
 
 stream-eval: models
 	$(CARGO) run --release -j$(JOBS) --example stream_eval -- --json target/stream-eval.json
+
+# Coverage-guided fuzzing (nightly + cargo-fuzz, installed by the script; not part of `make test`): every target in
+# fuzz/ for FUZZ_SECONDS each (default 600). SECURITY.md has what it found.
+fuzz: models
+	bash scripts/fuzz.sh

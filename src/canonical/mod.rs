@@ -208,10 +208,16 @@ impl Canonicalizer {
                 }
             }
             if c.encodings {
-                for (kind, decoded) in [
-                    (ViewKind::Base64, encodings::decode_base64(&folded, &mut decode_budget)),
-                    (ViewKind::Hex, encodings::decode_hex(&folded, &mut decode_budget)),
+                type Decode = fn(&str, &mut usize) -> Option<String>;
+                for (kind, decode) in [
+                    (ViewKind::Base64, encodings::decode_base64 as Decode),
+                    (ViewKind::Hex, encodings::decode_hex as Decode),
                 ] {
+                    // Decoded from the folded paragraph (full-width base64 reads too), unless folding grew the
+                    // rest of it (NFKC spells U+FDFA in 18 letters): a decoded view is never longer than its input.
+                    let decoded = decode(&folded, &mut decode_budget)
+                        .filter(|d| d.len() <= paragraph.len())
+                        .or_else(|| decode(paragraph, &mut decode_budget).filter(|d| d.len() <= paragraph.len()));
                     if let Some(decoded) = decoded {
                         push(kind, decoded);
                     }
@@ -283,6 +289,21 @@ mod tests {
         ] {
             assert_eq!(Canonicalizer::default().views(text), Vec::new(), "{text}");
         }
+    }
+
+    #[test]
+    fn a_decoded_view_stays_shorter_than_its_input_when_folding_grows_the_rest() {
+        // Found by tests/canonical_props.rs: NFKC spells U+FDFA in 18 letters, so the folded paragraph, with its
+        // base64 decoded, was longer than the input. The segment is then decoded in the paragraph as written.
+        let text = "SGVsbG8gSGVsbG8g \u{430}\u{fdfa}";
+        let decoded = view(text, ViewKind::Base64).expect("the base64 segment is read");
+        assert!(decoded.starts_with("Hello Hello"), "{decoded}");
+        assert!(
+            decoded.len() <= text.len(),
+            "{} bytes from {}",
+            decoded.len(),
+            text.len()
+        );
     }
 
     #[test]

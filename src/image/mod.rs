@@ -139,6 +139,15 @@ impl Image {
         reader.limits(limits);
         // Decoding the pixels (not only the header) is what proves the file is an image and not a truncated one.
         let decoded = reader.decode().map_err(|e| fail(e.to_string()))?;
+        // Some decoders accept a header that declares no pixels at all (a GIF 257 wide and 0 high, found by fuzzing):
+        // nothing there can be read or shown.
+        if decoded.width() == 0 || decoded.height() == 0 {
+            return Err(fail(format!(
+                "{}x{} pixels: the image is empty",
+                decoded.width(),
+                decoded.height()
+            )));
+        }
         Ok(ImageInfo {
             width: decoded.width(),
             height: decoded.height(),

@@ -46,17 +46,34 @@ impl GgufFile {
         if let Some(expected) = expected_sha256 {
             checksum::verify_digest(path, sha256.clone(), expected)?;
         }
-        let what = path.display().to_string();
+        Self::parse(bytes, sha256, path.display().to_string(), device)
+    }
+
+    /// Parses a GGUF file already in memory (`what` names it in errors): the same checks as [`GgufFile::read`]
+    /// but the checksum. Every byte may come from an attacker: a damaged or lying file is an [`Error`], never a
+    /// panic or an allocation of what the header claims.
+    pub fn from_bytes(bytes: Vec<u8>, what: &str, device: &Device) -> Result<Self> {
+        let sha256 = checksum::sha256_hex(&bytes);
+        Self::parse(bytes, sha256, what.to_string(), device)
+    }
+
+    fn parse(bytes: Vec<u8>, sha256: String, what: String, device: &Device) -> Result<Self> {
         let len = bytes.len() as u64;
         let mut reader = Cursor::new(bytes);
-        // candle's parser bounds what a header claims; a panic it still has on a hostile file (e.g. an alignment of
-        // 0) must not take the host down: it becomes this file's error.
-        let mut content = no_panic(&what, || gguf_file::Content::read(&mut reader))?;
+        // candle 0.11 divides by `general.alignment` unchecked: a 0 there is refused before it parses anything.
+        check_header(reader.get_ref(), &what)?;
+        // Any other panic its parser still has on a hostile file must not take the host down: it becomes this
+        // file's error (with `panic = "unwind"`, the default; SECURITY.md).
+        let mut content = no_panic(&what, || {
+            gguf_file::Content::read(&mut reader).map_err(|e| Error::from_load(&what, e))
+        })?;
         check_tensor_bounds(&content, len, &what)?;
         if device.is_cpu() && content.tensor_infos.values().any(|t| lacks_cpu_simd(t.ggml_dtype)) {
-            (content, reader) = no_panic(&what, || requantize_to_q8_0(&content, &mut reader))?;
+            (content, reader) = no_panic(&what, || {
+                requantize_to_q8_0(&content, &mut reader).map_err(|e| Error::from_load(&what, e))
+            })?;
         }
-        let tokenizer = gguf_tokenizer::from_gguf(&content).map_err(|e| match e {
+        let tokenizer = no_panic(&what, || gguf_tokenizer::from_gguf(&content)).map_err(|e| match e {
             Error::BadConfig { what: part, reason } => Error::BadConfig {
                 what: format!("{what}: {part}"),
                 reason,
@@ -116,10 +133,11 @@ impl GgufFile {
     }
 }
 
-/// Runs a candle parsing step, turning its error, or a panic inside it, into this file's [`Error`].
-fn no_panic<T>(what: &str, f: impl FnOnce() -> candle_core::Result<T>) -> Result<T> {
+/// Runs a parsing step of a dependency (candle's GGUF reader, the tokenizers builder), turning a panic inside it
+/// into this file's [`Error`].
+fn no_panic<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(result) => result.map_err(|e| Error::from_load(what, e)),
+        Ok(result) => result,
         Err(panic) => {
             let message = panic
                 .downcast_ref::<&str>()
@@ -128,10 +146,143 @@ fn no_panic<T>(what: &str, f: impl FnOnce() -> candle_core::Result<T>) -> Result
                 .unwrap_or_else(|| "unknown panic".into());
             Err(Error::BadWeights {
                 what: what.to_string(),
-                reason: format!("the GGUF parser failed on this file ({message})"),
+                reason: format!("reading this file failed inside a dependency ({message})"),
             })
         }
     }
+}
+
+/// GGUF metadata value types (the GGUF specification's `gguf_metadata_value_type`).
+mod value_type {
+    pub const U8: u32 = 0;
+    pub const I8: u32 = 1;
+    pub const U16: u32 = 2;
+    pub const I16: u32 = 3;
+    pub const U32: u32 = 4;
+    pub const I32: u32 = 5;
+    pub const F32: u32 = 6;
+    pub const BOOL: u32 = 7;
+    pub const STRING: u32 = 8;
+    pub const ARRAY: u32 = 9;
+    pub const U64: u32 = 10;
+    pub const I64: u32 = 11;
+    pub const F64: u32 = 12;
+}
+
+/// A bounds-checked little-endian reader over the header (every read is `None` past the end).
+struct HeaderCursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    /// GGUF v1 stores counts and string lengths as u32, later versions as u64.
+    v1: bool,
+}
+
+/// How deep the walk follows nested metadata arrays: as deep as candle's parser does (its `GGUF_MAX_VALUE_DEPTH`),
+/// which refuses deeper ones itself.
+const MAX_ARRAY_NESTING: u32 = 65;
+
+impl HeaderCursor<'_> {
+    fn take(&mut self, n: u64) -> Option<&[u8]> {
+        let end = self.at.checked_add(usize::try_from(n).ok()?)?;
+        let slice = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(slice)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn count(&mut self) -> Option<u64> {
+        if self.v1 { self.u32().map(u64::from) } else { self.u64() }
+    }
+    fn string(&mut self) -> Option<&[u8]> {
+        let len = self.count()?;
+        self.take(len)
+    }
+    /// Skips one value of type `t`; arrays nest at most `depth` deep.
+    fn skip_value(&mut self, t: u32, depth: u32) -> Option<()> {
+        use value_type::*;
+        let width = match t {
+            U8 | I8 | BOOL => 1,
+            U16 | I16 => 2,
+            U32 | I32 | F32 => 4,
+            U64 | I64 | F64 => 8,
+            STRING => return self.string().map(drop),
+            ARRAY if depth > 0 => {
+                let elem = self.u32()?;
+                let n = self.count()?;
+                return match elem {
+                    STRING | ARRAY => (0..n).try_for_each(|_| self.skip_value(elem, depth - 1)),
+                    _ => self.skip_value_n(elem, n),
+                };
+            }
+            _ => return None,
+        };
+        self.take(width).map(drop)
+    }
+    /// Skips `n` fixed-width values at once (a long array of numbers is one bounds check, not `n`).
+    fn skip_value_n(&mut self, t: u32, n: u64) -> Option<()> {
+        use value_type::*;
+        let width: u64 = match t {
+            U8 | I8 | BOOL => 1,
+            U16 | I16 => 2,
+            U32 | I32 | F32 => 4,
+            U64 | I64 | F64 => 8,
+            _ => return None,
+        };
+        self.take(width.checked_mul(n)?).map(drop)
+    }
+}
+
+/// Refuses a header whose `general.alignment` is 0, the one value candle's parser divides by without a check (a key
+/// given twice counts as candle reads it: the last one). The walk stops at the first thing it cannot read, and candle
+/// then reports the damage.
+fn check_header(bytes: &[u8], what: &str) -> Result<()> {
+    let mut cursor = HeaderCursor {
+        bytes,
+        at: 0,
+        v1: false,
+    };
+    let mut zero_alignment = false;
+    let mut walk = |c: &mut HeaderCursor| -> Option<()> {
+        if c.take(4)? != b"GGUF" {
+            return None;
+        }
+        c.v1 = c.u32()? == 1;
+        let _tensors = c.count()?;
+        let entries = c.count()?;
+        for _ in 0..entries {
+            let is_alignment = c.string()? == b"general.alignment";
+            let t = c.u32()?;
+            if is_alignment {
+                use value_type::*;
+                let width = match t {
+                    U8 | I8 => 1,
+                    U16 | I16 => 2,
+                    U32 | I32 => 4,
+                    _ => {
+                        zero_alignment = false; // candle falls back to its default alignment
+                        c.skip_value(t, MAX_ARRAY_NESTING)?;
+                        continue;
+                    }
+                };
+                zero_alignment = c.take(width)?.iter().all(|b| *b == 0);
+            } else {
+                c.skip_value(t, MAX_ARRAY_NESTING)?;
+            }
+        }
+        Some(())
+    };
+    let _ = walk(&mut cursor);
+    if zero_alignment {
+        return Err(Error::BadWeights {
+            what: what.to_string(),
+            reason: "general.alignment is 0".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Every tensor the header lists must lie inside the file: checked before any is read, so a header that points

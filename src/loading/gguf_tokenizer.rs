@@ -80,6 +80,15 @@ pub fn from_gguf(content: &Content) -> Result<GgufTokenizer> {
         None => vec![1; tokens.len()],
     };
     let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    // tokenizers 0.23's BPE builder panics (a slice past its buffer) on a merge whose result is longer than every
+    // token, before it checks that the result is in the vocabulary: every merge is checked here first.
+    for (a, b) in &merges {
+        if !vocab.contains_key(a) || !vocab.contains_key(b) || !vocab.contains_key(&format!("{a}{b}")) {
+            return Err(bad(format!(
+                "merge `{a} {b}` joins or makes a token that is not in the vocabulary"
+            )));
+        }
+    }
     let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(bad)?;
     let mut tokenizer = Tokenizer::new(bpe);
 

@@ -1,0 +1,4 @@
+#![no_main]
+//! Fuzz target `gguf`: see `fuzz/src/bodies.rs` for what it feeds and what it checks.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mllm_protector_fuzz::bodies::gguf(data));
