@@ -168,8 +168,7 @@ pub fn image(data: &[u8]) {
     }
 }
 
-/// NFKC grows a code point into at most 18, of at most 4 bytes each from at least 1 (as in
-/// `tests/canonical_props.rs`).
+/// NFKC grows a code point into at most 18, of at most 4 bytes each from at least 1: a hard ceiling on a view.
 const MAX_GROWTH: usize = 18 * 4;
 
 /// The canonical views of arbitrary text: bounded by the input, decoded views never longer than it, and never the
@@ -177,9 +176,13 @@ const MAX_GROWTH: usize = 18 * 4;
 pub fn canonical(data: &[u8]) {
     static CANONICALIZER: OnceLock<Canonicalizer> = OnceLock::new();
     let canonicalizer = CANONICALIZER.get_or_init(|| Canonicalizer::new(CanonicalConfig::default()));
-    let input = text(data);
+    check_views(&text(data), canonicalizer);
+}
+
+/// What every reading of `input` must respect (also the property tests' check, `tests/canonical_props.rs`).
+pub fn check_views(input: &str, canonicalizer: &Canonicalizer) {
     let bounded = input.len().min(canonicalizer.config().max_input_bytes);
-    for view in canonicalizer.views(&input) {
+    for view in canonicalizer.views(input) {
         assert_ne!(view.kind, ViewKind::Original);
         assert!(view.text != input, "a {:?} view equal to the original", view.kind);
         assert!(
@@ -192,5 +195,5 @@ pub fn canonical(data: &[u8]) {
             assert!(view.text.len() <= bounded, "decoded view longer than its input");
         }
     }
-    let _ = detect_language(&input);
+    let _ = detect_language(input);
 }
