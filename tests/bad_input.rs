@@ -82,6 +82,45 @@ fn malformed_config_and_tokenizer() {
     assert!(matches!(load(dir.path(), None).unwrap_err(), Error::Tokenizer(_)));
 }
 
+/// Each damaged model file gives an error that names it, whatever its kind.
+#[test]
+fn each_damaged_model_file_is_named_in_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let named = |err: Error, file: &str| {
+        assert!(err.to_string().contains(file), "the error does not name {file}: {err}");
+    };
+    copy_model(dir.path());
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    let err = load(dir.path(), None).unwrap_err();
+    assert!(matches!(err, Error::MissingModelFile { .. }), "{err}");
+    named(err, "tokenizer.json");
+
+    copy_model(dir.path());
+    std::fs::write(dir.path().join("tokenizer.json"), "{not json").unwrap();
+    named(load(dir.path(), None).unwrap_err(), "tokenizer.json");
+
+    copy_model(dir.path());
+    std::fs::write(dir.path().join("config.json"), "{\"hidden_size\": \"wide\"}").unwrap();
+    named(load(dir.path(), None).unwrap_err(), "config.json");
+
+    copy_model(dir.path());
+    let weights = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    named(
+        load(dir.path(), Some(pins::MINILM_WEIGHTS_SHA256)).unwrap_err(),
+        "model.safetensors",
+    );
+    named(load(dir.path(), None).unwrap_err(), "model.safetensors");
+
+    copy_model(dir.path());
+    let cfg_path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["hidden_size"] = 768.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    named(load(dir.path(), None).unwrap_err(), "model.safetensors");
+}
+
 fn embedded_metadata() -> HeadMetadata {
     ClassifierHead::embedded(&Device::Cpu).unwrap().metadata().clone()
 }
