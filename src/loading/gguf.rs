@@ -204,35 +204,31 @@ impl HeaderCursor<'_> {
     /// Skips one value of type `t`; arrays nest at most `depth` deep.
     fn skip_value(&mut self, t: u32, depth: u32) -> Option<()> {
         use value_type::*;
-        let width = match t {
-            U8 | I8 | BOOL => 1,
-            U16 | I16 => 2,
-            U32 | I32 | F32 => 4,
-            U64 | I64 | F64 => 8,
-            STRING => return self.string().map(drop),
+        match t {
+            STRING => self.string().map(drop),
             ARRAY if depth > 0 => {
                 let elem = self.u32()?;
                 let n = self.count()?;
-                return match elem {
+                match elem {
                     STRING | ARRAY => (0..n).try_for_each(|_| self.skip_value(elem, depth - 1)),
-                    _ => self.skip_value_n(elem, n),
-                };
+                    // n numbers at once: a long array is one bounds check, not n.
+                    _ => self.take(fixed_width(elem)?.checked_mul(n)?).map(drop),
+                }
             }
-            _ => return None,
-        };
-        self.take(width).map(drop)
+            _ => self.take(fixed_width(t)?).map(drop),
+        }
     }
-    /// Skips `n` fixed-width values at once (a long array of numbers is one bounds check, not `n`).
-    fn skip_value_n(&mut self, t: u32, n: u64) -> Option<()> {
-        use value_type::*;
-        let width: u64 = match t {
-            U8 | I8 | BOOL => 1,
-            U16 | I16 => 2,
-            U32 | I32 | F32 => 4,
-            U64 | I64 | F64 => 8,
-            _ => return None,
-        };
-        self.take(width.checked_mul(n)?).map(drop)
+}
+
+/// Bytes of one value of a fixed-width metadata type (`None` for strings, arrays and unknown types).
+fn fixed_width(t: u32) -> Option<u64> {
+    use value_type::*;
+    match t {
+        U8 | I8 | BOOL => Some(1),
+        U16 | I16 => Some(2),
+        U32 | I32 | F32 => Some(4),
+        U64 | I64 | F64 => Some(8),
+        _ => None,
     }
 }
 
@@ -256,20 +252,15 @@ fn check_header(bytes: &[u8], what: &str) -> Result<()> {
         for _ in 0..entries {
             let is_alignment = c.string()? == b"general.alignment";
             let t = c.u32()?;
-            if is_alignment {
-                use value_type::*;
-                let width = match t {
-                    U8 | I8 => 1,
-                    U16 | I16 => 2,
-                    U32 | I32 => 4,
-                    _ => {
-                        zero_alignment = false; // candle falls back to its default alignment
-                        c.skip_value(t, MAX_ARRAY_NESTING)?;
-                        continue;
-                    }
-                };
-                zero_alignment = c.take(width)?.iter().all(|b| *b == 0);
+            // candle reads the alignment from the integer types up to 32 bits, and falls back to its default for
+            // any other.
+            use value_type::*;
+            if is_alignment && matches!(t, U8 | I8 | U16 | I16 | U32 | I32) {
+                zero_alignment = c.take(fixed_width(t)?)?.iter().all(|b| *b == 0);
             } else {
+                if is_alignment {
+                    zero_alignment = false;
+                }
                 c.skip_value(t, MAX_ARRAY_NESTING)?;
             }
         }
