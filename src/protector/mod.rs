@@ -392,21 +392,20 @@ impl Protector {
             return Vec::new();
         };
         match self.config.image_text {
-            ImageTextUse::Report => Vec::new(),
             ImageTextUse::Prepend => vec![(prompt.to_string(), format!("{}\n\n{response}", text.text))],
-            ImageTextUse::LowerThreshold { .. } if self.request_detector.is_some() => Vec::new(),
-            ImageTextUse::LowerThreshold { .. } => vec![(String::new(), text.text.clone())],
+            // Read as a request, once, by `request_scores`.
+            ImageTextUse::Report | ImageTextUse::LowerThreshold { .. } => Vec::new(),
         }
     }
 
-    /// The images' texts scored as requests by the request detector, for [`ImageTextUse::LowerThreshold`]: `None`
-    /// where there is no text, no request detector, or another use.
+    /// The images' texts scored as requests, for [`ImageTextUse::LowerThreshold`]: by the request detector, or by the
+    /// answer detector when there is none. `None` where there is no text, or for another use.
     fn request_scores(&self, texts: &[&Option<Result<ImageText, String>>]) -> Vec<Option<Result<HarmScore, String>>> {
         let mut out = vec![None; texts.len()];
-        let (Some(requests), ImageTextUse::LowerThreshold { .. }) = (&self.request_detector, self.config.image_text)
-        else {
+        let ImageTextUse::LowerThreshold { .. } = self.config.image_text else {
             return out;
         };
+        let requests = self.request_detector.as_ref().unwrap_or(&self.detector);
         let read: Vec<(usize, &str)> = texts
             .iter()
             .enumerate()
@@ -469,11 +468,6 @@ impl Protector {
         };
         let mut threshold = self.threshold;
         let mut score = main;
-        // The image's text read as a request: by the request detector, else by the answer detector among the extras.
-        let request = request.or_else(|| match self.config.image_text {
-            ImageTextUse::LowerThreshold { .. } => extra.first().cloned(),
-            _ => None,
-        });
         match (self.config.image_text, extra.first(), request) {
             (ImageTextUse::Prepend, Some(joined), _) => {
                 let higher = match (&score, joined) {
