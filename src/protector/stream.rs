@@ -167,7 +167,7 @@ pub struct StreamGuard<'p> {
     image: Option<ImageInfo>,
     /// The text in the image, read once when the stream starts.
     image_text: Option<std::result::Result<ImageText, String>>,
-    /// The image's text scored as a request (by the protector's request detector), once per stream.
+    /// The image's text scored as a request (`Protector::request_scores`), once per stream.
     request_score: Option<std::result::Result<HarmScore, String>>,
     prompt: String,
     text: String,
