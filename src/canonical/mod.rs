@@ -182,6 +182,11 @@ impl Canonicalizer {
             }
         };
         let mut decode_budget = c.max_decoded_bytes;
+        // A text written backwards as a whole is read forwards as a whole: paragraph by paragraph, a short one
+        // ("1.", a heading) may not read better reversed and would be left out of the view.
+        let whole_reversed = (c.reversed && text.contains("\n\n"))
+            .then(|| encodings::reverse(text))
+            .filter(|r| words::reads_better(r, text));
         let mut total = 0;
         for paragraph in text.split("\n\n").filter(|p| !p.trim().is_empty()) {
             total += 1;
@@ -229,10 +234,14 @@ impl Canonicalizer {
                 push(ViewKind::Rot13, decoded);
             }
             if c.reversed
+                && whole_reversed.is_none()
                 && let Some(decoded) = encodings::readable_lines(&folded, encodings::reverse)
             {
                 push(ViewKind::Reversed, decoded);
             }
+        }
+        if let Some(whole) = whole_reversed {
+            push(ViewKind::Reversed, whole);
         }
         let mut views: Vec<View> = Vec::new();
         for (kind, mut paragraphs) in by_kind {
@@ -395,6 +404,11 @@ mod tests {
     #[test]
     fn a_text_reversed_as_a_whole_reads_forwards_paragraphs_included() {
         let text = "To make a bomb, mix the fertilizer with the fuel.\n\nThen pack it into a pipe and seal both ends.";
+        let reversed: String = text.chars().rev().collect();
+        assert_eq!(view(&reversed, ViewKind::Reversed).as_deref(), Some(text));
+        // A short paragraph ("1.", a heading) does not read better reversed on its own, yet stays in the view.
+        let text =
+            "Steps:\n\n1.\n\nTo make a bomb, mix the fertilizer with the fuel.\n\n2.\n\nThen pack it into a pipe.";
         let reversed: String = text.chars().rev().collect();
         assert_eq!(view(&reversed, ViewKind::Reversed).as_deref(), Some(text));
     }
