@@ -31,10 +31,12 @@ use serde::Serialize;
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// jbb-test (default) or jbb-val.
+    /// jbb-test (default), jbb-val, or gptfuzz-train (GPTFuzz's answers to the questions of its training split:
+    /// jailbreak answers that open like a compliant answer, for choosing the stop rule on more than JBB's
+    /// validation split).
     #[arg(long, default_value = "jbb-test")]
     set: String,
-    /// At most this many answers (0: all).
+    /// At most this many answers (0: all), spread evenly over the set.
     #[arg(long, default_value_t = 0)]
     limit: usize,
     /// Print each answer whose streamed verdict differs from the post-hoc one.
@@ -43,6 +45,9 @@ struct Args {
     /// Stop thresholds to compare (repeatable; default: the crate's default only). 0 stops at the guard's threshold.
     #[arg(long)]
     stop_threshold: Vec<f32>,
+    /// Confirmation distances to compare, in words (repeatable; default: the crate's default only). 0 stops at once.
+    #[arg(long)]
+    confirm_words: Vec<usize>,
     /// Only the default hold-back.
     #[arg(long)]
     default_only: bool,
@@ -55,6 +60,7 @@ struct Args {
 struct Row {
     hold_back: String,
     stop_threshold: Option<f32>,
+    confirm_words: usize,
     answers: usize,
     flagged_post_hoc: usize,
     agreement: f64,
@@ -107,14 +113,17 @@ fn main() -> anyhow::Result<()> {
         .and_then(|s| s.as_u64())
         .unwrap_or(42);
     let dir = data::data_dir()?;
-    let split = match args.set.as_str() {
-        "jbb-test" => Split::Test,
-        "jbb-val" => Split::Validation,
-        other => anyhow::bail!("unknown set {other:?} (jbb-test, jbb-val)"),
+    let mut answers: Vec<Example> = match args.set.as_str() {
+        "jbb-test" => in_split(data::load_jbb(&dir)?, Split::Test, seed),
+        "jbb-val" => in_split(data::load_jbb(&dir)?, Split::Validation, seed),
+        "gptfuzz-train" => in_split(data::load_gptfuzz(&dir)?, Split::Train, seed),
+        other => anyhow::bail!("unknown set {other:?} (jbb-test, jbb-val, gptfuzz-train)"),
     };
-    let mut answers: Vec<Example> = in_split(data::load_jbb(&dir)?, split, seed);
-    if args.limit > 0 {
-        answers.truncate(args.limit);
+    if args.limit > 0 && answers.len() > args.limit {
+        let step = answers.len() as f64 / args.limit as f64;
+        answers = (0..args.limit)
+            .map(|i| answers[(i as f64 * step) as usize].clone())
+            .collect();
     }
     let llm = LlmDetoxifier::load_default()?;
     let tokenized: Vec<Vec<String>> = answers
@@ -143,17 +152,25 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.stop_threshold.iter().map(|&t| (t > 0.0).then_some(t)).collect()
     };
+    let confirms: Vec<usize> = if args.confirm_words.is_empty() {
+        vec![StreamConfig::default().confirm_words]
+    } else {
+        args.confirm_words.clone()
+    };
     let mut runs = Vec::new();
     for &stop in &stops {
-        for &(label, hold_back) in hold_backs.iter().take(if args.default_only { 1 } else { 4 }) {
-            runs.push((stop, label, hold_back));
+        for &confirm_words in &confirms {
+            for &(label, hold_back) in hold_backs.iter().take(if args.default_only { 1 } else { 4 }) {
+                runs.push((stop, confirm_words, label, hold_back));
+            }
         }
     }
     let mut rows = Vec::new();
-    for (stop_threshold, label, hold_back) in runs {
+    for (stop_threshold, confirm_words, label, hold_back) in runs {
         let config = StreamConfig {
             hold_back,
             stop_threshold,
+            confirm_words,
             ..StreamConfig::default()
         };
         let mut post_hoc: Vec<PostHoc> = Vec::with_capacity(answers.len());
@@ -247,6 +264,7 @@ fn main() -> anyhow::Result<()> {
         let row = Row {
             hold_back: label.into(),
             stop_threshold,
+            confirm_words,
             answers: answers.len(),
             flagged_post_hoc: flagged,
             agreement: agree as f64 / answers.len().max(1) as f64,
@@ -268,14 +286,15 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "\n| hold-back | stop threshold | agreement | flagged released whole | stopped early | generated at stop (median) | tokens shown before stop (median / max / answers) | guard ms per released token (harmless) | mean delay (tokens) | compute vs post-hoc (time / windows) | checks per answer |"
+        "\n| hold-back | stop threshold | confirm (words) | agreement | flagged released whole | stopped early | generated at stop (median) | tokens shown before stop (median / max / answers) | guard ms per released token (harmless) | mean delay (tokens) | compute vs post-hoc (time / windows) | checks per answer |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.4} ({} of {}) | {} of {} | {} | {:.2} | {:.0} / {} / {} | {:.2} | {:.1} | {:.2}x / {:.2}x | {:.1} |",
+            "| {} | {} | {} | {:.4} ({} of {}) | {} of {} | {} | {:.2} | {:.0} / {} / {} | {:.2} | {:.1} | {:.2}x / {:.2}x | {:.1} |",
             r.hold_back,
             r.stop_threshold.map_or("guard's".to_string(), |t| format!("{t}")),
+            r.confirm_words,
             r.agreement,
             r.disagreements,
             r.answers,

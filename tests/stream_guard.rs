@@ -107,7 +107,7 @@ fn a_harmful_answer_is_stopped_before_it_is_shown_even_disguised() {
         ("plain", long_harmful.clone()),
         ("leetspeak", Disguise::Leetspeak.apply(&long_harmful, "")),
     ] {
-        // The default stop threshold (0.9) is above this answer's score (about 0.8): the stream holds everything
+        // The default stop threshold (0.95) is above this answer's score (about 0.8): the stream holds everything
         // back from the first check on and lets the final check replace it. Stopping at the guard's own threshold
         // ends generation early instead.
         for config in [

@@ -71,6 +71,11 @@ pub struct StreamConfig {
     /// preamble such as "Sure, here is ..." before a harmless text), so a stop on it would disagree with the guard
     /// of the finished answer. `None`: the protector's threshold (stop at once). See [`DEFAULT_STOP_THRESHOLD`].
     pub stop_threshold: Option<f32>,
+    /// A check that reaches the stop threshold before the end does not stop the generator at once: it holds back
+    /// everything after it, and a second check this many words later must reach the stop threshold too (0: stop at
+    /// once). A preamble such as "Sure, here is ..." scores high on its own and lower once the text after it
+    /// arrives; a harmful answer keeps scoring high. See [`DEFAULT_CONFIRM_WORDS`].
+    pub confirm_words: usize,
 }
 
 impl Default for StreamConfig {
@@ -81,13 +86,18 @@ impl Default for StreamConfig {
             sentence_wait_words: 12,
             hold_back: HoldBack::default(),
             stop_threshold: Some(DEFAULT_STOP_THRESHOLD),
+            confirm_words: DEFAULT_CONFIRM_WORDS,
         }
     }
 }
 
+/// The default [`StreamConfig::confirm_words`], chosen on the JailbreakBench validation answers
+/// (`examples/stream_eval.rs --set jbb-val --confirm-words ...`): README, "Streaming".
+pub const DEFAULT_CONFIRM_WORDS: usize = 0;
+
 /// The default [`StreamConfig::stop_threshold`], chosen on the JailbreakBench validation answers
 /// (`examples/stream_eval.rs --set jbb-val --stop-threshold ...`): README, "Streaming".
-pub const DEFAULT_STOP_THRESHOLD: f32 = 0.9;
+pub const DEFAULT_STOP_THRESHOLD: f32 = 0.95;
 
 /// What one [`StreamGuard::push`] gives back.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +187,8 @@ pub struct StreamGuard<'p> {
     checked_words: usize,
     /// Words read by the last check.
     last_check_words: usize,
+    /// The last check reached the stop threshold, and the next one (after `confirm_words`) decides the stop.
+    confirming: bool,
     /// Bytes of `text` released.
     released: usize,
     cache: WindowCache,
@@ -235,6 +247,7 @@ impl Protector {
             word_ends: Vec::new(),
             checked_words: 0,
             last_check_words: 0,
+            confirming: false,
             released: 0,
             cache: WindowCache::default(),
             undecided: None,
@@ -270,7 +283,9 @@ impl StreamGuard<'_> {
         }
         let sentence_end = self.append(piece);
         let unchecked = self.word_ends.len() - self.last_check_words;
-        let interval = if self.last_check_words == 0 {
+        let interval = if self.confirming {
+            self.config.confirm_words.max(1)
+        } else if self.last_check_words == 0 {
             self.config.first_check_words
         } else {
             self.last_check_words.min(self.config.check_every_words)
@@ -404,6 +419,7 @@ impl StreamGuard<'_> {
         self.last_check_words = words;
         let judged = self.score(end);
         let protector = self.protector;
+        let confirming = std::mem::take(&mut self.confirming);
         match protector.verdict_of(&judged.score, judged.threshold) {
             Verdict::Harmless => {
                 self.checked_words = words;
@@ -417,6 +433,11 @@ impl StreamGuard<'_> {
             {
                 // Harmful so far, but not surely: show nothing more and let the answer go on; a later check, or the
                 // final one, decides.
+                None
+            }
+            Verdict::Harmful if !confirming && self.config.confirm_words > 0 => {
+                // Surely harmful so far: show nothing more, and stop if the check a few words on agrees.
+                self.confirming = true;
                 None
             }
             Verdict::Undecided if protector.config.on_undecided == FailurePolicy::FailOpen => {
@@ -547,7 +568,7 @@ mod tests {
                     let p = if i.response.contains("nan") {
                         f32::NAN
                     } else if i.response.contains("bomb") {
-                        0.9
+                        0.99
                     } else {
                         0.1
                     };
@@ -589,6 +610,7 @@ mod tests {
             sentence_wait_words: 0,
             hold_back,
             stop_threshold: None,
+            confirm_words: 0,
         }
     }
 
@@ -649,6 +671,68 @@ mod tests {
         assert!(end.rest.ends_with(&end.outcome.response));
     }
 
+    /// Scores a short opening that starts with "Sure" as harmful, and everything else as harmless: a preamble
+    /// that reads harmful alone and not with the text after it.
+    struct Preamble;
+    impl HarmDetector for Preamble {
+        fn name(&self) -> &str {
+            "preamble"
+        }
+        fn threshold(&self) -> f32 {
+            0.5
+        }
+        fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
+            Ok(inputs
+                .iter()
+                .map(|i| {
+                    let short = i.response.split_whitespace().count() < 12;
+                    HarmScore::single(if i.response.starts_with("Sure") && short {
+                        0.99
+                    } else {
+                        0.1
+                    })
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn a_confirming_check_keeps_a_preamble_from_stopping_the_stream() {
+        let p = Protector::builder().detector(Preamble).build().unwrap();
+        let mut pieces = vec!["Sure, ".to_string()];
+        pieces.extend(words(40, 0));
+        for (confirm_words, stopped) in [(0, true), (8, false)] {
+            let config = StreamConfig {
+                confirm_words,
+                ..config(HoldBack::Checked(0))
+            };
+            let mut stream = p.stream_with(None, "q", config).unwrap();
+            let released = feed(&mut stream, &pieces);
+            let end = stream.finish().unwrap();
+            assert_eq!(end.stopped, stopped, "confirm_words {confirm_words}");
+            if stopped {
+                assert_eq!(released, "", "nothing of the flagged opening is shown");
+                assert_eq!(end.stats.pieces_at_stop, Some(8));
+            } else {
+                assert_eq!(end.outcome.verdict, Verdict::Harmless);
+                assert_eq!(end.shown, pieces.concat());
+            }
+        }
+        // A harmful answer keeps scoring high: the confirming check stops it, one interval later.
+        let p = protector(FailurePolicy::FailClosed);
+        let mut pieces = vec!["bomb ".to_string()];
+        pieces.extend(words(40, 0));
+        let config = StreamConfig {
+            confirm_words: 8,
+            ..config(HoldBack::Checked(0))
+        };
+        let mut stream = p.stream_with(None, "q", config).unwrap();
+        assert_eq!(feed(&mut stream, &pieces), "");
+        let end = stream.finish().unwrap();
+        assert!(end.stopped);
+        assert_eq!(end.stats.pieces_at_stop, Some(16));
+    }
+
     #[test]
     fn the_default_hold_back_shows_nothing_of_a_harmful_first_window() {
         let p = protector(FailurePolicy::FailClosed);
@@ -679,6 +763,7 @@ mod tests {
                     sentence_wait_words: 0,
                     hold_back: HoldBack::Unchecked(25),
                     stop_threshold: None,
+                    confirm_words: 0,
                 },
             )
             .unwrap();
