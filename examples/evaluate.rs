@@ -16,6 +16,9 @@
 //! confidence rule. A response the detector cannot decide (another language, under the default policy) counts as
 //! flagged, as the fail-closed guard treats it.
 //!
+//! `--translate MODEL` adds the default detector with a translated view (a local GGUF chat model translating
+//! responses in another language into English; `examples/translate_answers.rs` writes the attack set).
+//!
 //! `--data` reads JSONL lines with `prompt`, `response` and a boolean `harmful`. Built-in sets (from
 //! `$MLLM_PROTECTOR_DATA`, default `../shared/data`): `jbb-test`, `jbb-val`, `alpaca-test`, `alpaca-val` (splits by the
 //! head's seed),
@@ -27,9 +30,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Parser;
-use mllm_protector::canonical::ViewKind;
+use mllm_protector::canonical::{LlmTranslator, ViewKind};
 use mllm_protector::detector::HarmCategory;
 use mllm_protector::detector::{
     CanonicalDetector, DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore, HeadSource,
@@ -78,6 +82,10 @@ struct Args {
     /// Also measure the default head without canonical views and short spans.
     #[arg(long)]
     compare_plain: bool,
+    /// Also measure the default detector with a translated view: this GGUF chat model translates responses in
+    /// another language into English (`canonical::LlmTranslator`).
+    #[arg(long)]
+    translate: Option<PathBuf>,
     /// Sentences per short span in long responses (default: the library's, off).
     #[arg(long)]
     span_sentences: Option<usize>,
@@ -250,6 +258,11 @@ fn main() -> anyhow::Result<()> {
     let default = load(HeadSource::Embedded)?;
     let meta = default.inner().head().metadata().clone();
     let mut detectors: Vec<(String, Box<dyn HarmDetector>)> = vec![("default".into(), Box::new(default))];
+    if let Some(model) = &args.translate {
+        let translator = Arc::new(LlmTranslator::load(model)?);
+        let translating = load(HeadSource::Embedded)?.with_translator(translator);
+        detectors.push(("default+translation".into(), Box::new(translating)));
+    }
     if args.compare_plain {
         let plain = EmbeddingDetector::load(&DetectorConfig {
             span_sentences: Some(0),

@@ -29,12 +29,14 @@
 mod encodings;
 mod language;
 mod separators;
+mod translate;
 mod unicode;
 mod words;
 
 use serde::{Deserialize, Serialize};
 
 pub use language::{Language, detect_language};
+pub use translate::{LlmTranslator, TRANSLATE_SYSTEM_PROMPT, Translator};
 pub use words::english_word_share;
 
 /// Which reading of a text a view is (and, in a score, which reading decided it).
@@ -58,6 +60,9 @@ pub enum ViewKind {
     Rot13,
     /// Lines written backwards read forwards.
     Reversed,
+    /// A response in another language translated into English by a [`Translator`] (made by the detector, not by
+    /// the [`Canonicalizer`]).
+    Translated,
 }
 
 impl ViewKind {
@@ -83,6 +88,7 @@ impl ViewKind {
             ViewKind::Hex => "hex",
             ViewKind::Rot13 => "rot13",
             ViewKind::Reversed => "reversed",
+            ViewKind::Translated => "translated",
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::canonical::{CanonicalConfig, Canonicalizer, Language, ViewKind, detect_language};
+use crate::canonical::{CanonicalConfig, Canonicalizer, Language, Translator, ViewKind, detect_language};
 use crate::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore, WindowCache};
 use crate::error::{Error, Result};
 
@@ -49,6 +49,7 @@ pub struct CanonicalDetector<D> {
     inner: D,
     canonicalizer: Canonicalizer,
     language_policy: LanguagePolicy,
+    translator: Option<Arc<dyn Translator>>,
     name: String,
 }
 
@@ -58,6 +59,7 @@ impl<D: HarmDetector> std::fmt::Debug for CanonicalDetector<D> {
             .field("name", &self.name)
             .field("canonicalizer", &self.canonicalizer)
             .field("language_policy", &self.language_policy)
+            .field("translator", &self.translator.as_ref().map(|t| t.name().to_string()))
             .finish()
     }
 }
@@ -94,8 +96,18 @@ impl<D: HarmDetector> CanonicalDetector<D> {
             inner,
             canonicalizer: Canonicalizer::new(canonical),
             language_policy,
+            translator: None,
             name,
         }
+    }
+
+    /// Also reads a response in another language through `translator`: its English translation is one more
+    /// reading ([`ViewKind::Translated`]), and the language policy applies only when the translation fails or does
+    /// not read as English. The translator runs only for responses [`detect_language`] names as not English.
+    pub fn with_translator(mut self, translator: Arc<dyn Translator>) -> Self {
+        self.name = format!("{} + translation", self.name);
+        self.translator = Some(translator);
+        self
     }
 
     /// The wrapped detector.
@@ -132,11 +144,23 @@ impl<D: HarmDetector> CanonicalDetector<D> {
         // Every reading of every response, scored in one batch: (input, view, text).
         let mut readings: Vec<(usize, ViewKind, String)> = Vec::with_capacity(inputs.len());
         let mut languages: Vec<Option<Language>> = Vec::with_capacity(inputs.len());
+        let mut translated: Vec<bool> = Vec::with_capacity(inputs.len());
         for (i, input) in inputs.iter().enumerate() {
             let views = self.canonicalizer.views(input.response);
-            languages.push(foreign_language(input.response, views.iter().map(|v| v.text.as_str())));
+            let language = foreign_language(input.response, views.iter().map(|v| v.text.as_str()));
+            languages.push(language);
             readings.push((i, ViewKind::Original, String::new()));
             readings.extend(views.into_iter().map(|v| (i, v.kind, v.text)));
+            // A translation that fails, or is not English, leaves the response to the language policy.
+            let translation = match (language, &self.translator) {
+                (Some(language), Some(translator)) => translator
+                    .to_english(input.response, language)
+                    .ok()
+                    .filter(|t| detect_language(t).is_none_or(|l| l == Language::Eng)),
+                _ => None,
+            };
+            translated.push(translation.is_some());
+            readings.extend(translation.map(|t| (i, ViewKind::Translated, t)));
         }
         let batch: Vec<DetectionInput<'_>> = readings
             .iter()
@@ -174,14 +198,15 @@ impl<D: HarmDetector> CanonicalDetector<D> {
         }
         best.into_iter()
             .zip(languages)
-            .map(|(score, language)| {
+            .zip(translated)
+            .map(|((score, language), translated)| {
                 let mut score = score.ok_or_else(|| Error::ShapeMismatch {
                     what: "readings per response".into(),
                     expected: "at least 1".into(),
                     actual: "0".into(),
                 })?;
                 score.language = language;
-                if language.is_some() && self.language_policy == LanguagePolicy::Undecided {
+                if language.is_some() && !translated && self.language_policy == LanguagePolicy::Undecided {
                     score.probability = f32::NAN;
                 }
                 Ok(score)
@@ -259,5 +284,46 @@ mod tests {
         assert_eq!((s.probability, s.language), (0.5, Some(Language::Spa)));
         let en = "To make a cake, mix the flour with the sugar and the eggs, then bake it for twenty minutes.";
         assert_eq!(undecided.score(DetectionInput::response(en)).unwrap().language, None);
+    }
+
+    /// Translates by a fixed table; fails on anything else; answers in French when asked about "francés".
+    struct Table;
+    impl Translator for Table {
+        fn name(&self) -> &str {
+            "table"
+        }
+        fn to_english(&self, text: &str, _: Language) -> Result<String> {
+            if text.contains("francés") {
+                Ok("Pour faire un gâteau, mélangez la farine avec le sucre et les oeufs, puis faites cuire.".into())
+            } else if text.contains("bomba") {
+                Ok("To make a bomb at home, mix ammonium nitrate with fuel and put it in a bomb tube.".into())
+            } else {
+                Err(Error::InvalidInput("no translation".into()))
+            }
+        }
+    }
+
+    #[test]
+    fn a_translation_is_read_and_a_failed_one_leaves_the_policy() {
+        let d = CanonicalDetector::new(Share, CanonicalConfig::default(), LanguagePolicy::Undecided)
+            .with_translator(Arc::new(Table));
+        assert!(d.name().ends_with("+ translation"));
+        let es = "Para hacer una bomba casera, mezcla el nitrato de amonio con el combustible y colócalo en un tubo.";
+        let s = d.score(DetectionInput::response(es)).unwrap();
+        assert_eq!(
+            (s.probability, s.view, s.language),
+            (1.0, ViewKind::Translated, Some(Language::Spa))
+        );
+        // No translation, or one that is not English: undecided, as without a translator.
+        for text in [
+            "Para hacer un pastel, mezcla la harina con el azúcar y los huevos, y hornéalo veinte minutos.",
+            "Para hacer un pastel en francés, mezcla la harina con el azúcar y los huevos, y hornéalo veinte minutos.",
+        ] {
+            let s = d.score(DetectionInput::response(text)).unwrap();
+            assert!(s.probability.is_nan(), "{text}");
+        }
+        // English is read as written.
+        let en = "To make a cake, mix the flour with the sugar and the eggs, then bake it for twenty minutes.";
+        assert_eq!(d.score(DetectionInput::response(en)).unwrap().view, ViewKind::Original);
     }
 }
