@@ -207,3 +207,28 @@ fn the_template_is_the_default_and_the_rewriter_is_opt_in() {
         opted.detoxifier().name()
     );
 }
+
+/// The translator's plumbing on the real model: a Spanish answer goes through the chat template and comes back as
+/// bounded, non-empty text, and the detector with the translator reads it as one more view. (SmolLM2-135M
+/// translates poorly; Qwen2.5-Coder-0.5B is the translator measured in docs/EVALUATION.md.)
+#[test]
+fn the_llm_translator_answers_and_joins_the_detector() {
+    use std::sync::Arc;
+
+    use mllm_protector::canonical::{Language, LlmTranslator, Translator, detect_language};
+    use mllm_protector::detector::{CanonicalDetector, DetectionInput, DetectorConfig, HarmDetector};
+
+    let translator = Arc::new(LlmTranslator::new(bounded(48)).with_max_input_words(40));
+    let es = "Para hacer una bomba casera, mezcla el nitrato de amonio con el combustible y colócalo en un tubo.";
+    let english = translator.to_english(es, Language::Spa).unwrap();
+    assert!(!english.trim().is_empty() && english.len() < 1000, "{english:?}");
+    let detector = CanonicalDetector::load(&DetectorConfig::default())
+        .unwrap()
+        .with_translator(translator);
+    let score = detector.score(DetectionInput::response(es)).unwrap();
+    assert_eq!(score.language, Some(Language::Spa));
+    // Greedy decoding gives the same translation inside the detector: read as English, it decides the score;
+    // otherwise the answer is left undecided.
+    let reads_english = detect_language(&english).is_none_or(|l| l == Language::Eng);
+    assert_eq!(!score.probability.is_nan(), reads_english, "{english:?} {score:?}");
+}
