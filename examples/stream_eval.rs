@@ -24,9 +24,7 @@ use clap::Parser;
 use mllm_protector::detector::{DetectionInput, HarmDetector, WindowCache};
 use mllm_protector::eval::data::{self, Example, Split, in_split};
 use mllm_protector::loading::gguf_tokenizer::new_text;
-use mllm_protector::{
-    DeviceChoice, Flow, HoldBack, LlmDetoxifier, Protector, StreamConfig, Verdict, detector::ClassifierHead,
-};
+use mllm_protector::{DeviceChoice, Flow, HoldBack, LlmDetoxifier, Protector, StreamConfig, Verdict};
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
@@ -106,12 +104,7 @@ struct PostHoc {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let protector = Protector::builder().device(DeviceChoice::Cpu).build()?;
-    let seed = ClassifierHead::embedded(&candle_core::Device::Cpu)?
-        .metadata()
-        .training
-        .get("seed")
-        .and_then(|s| s.as_u64())
-        .unwrap_or(42);
+    let seed = common::head_split_seed()?;
     let dir = data::data_dir()?;
     let mut answers: Vec<Example> = match args.set.as_str() {
         "jbb-test" => in_split(data::load_jbb(&dir)?, Split::Test, seed),

@@ -13,11 +13,13 @@
 //! translation is the attack, so it is written here, apart from the detector's translator (which translates into
 //! English with its own prompt).
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Parser;
-use mllm_protector::detector::ClassifierHead;
+
 use mllm_protector::detoxifier::llm::{ChatMessage, LlmDetoxConfig};
 use mllm_protector::eval::data::{self, Example, Split, in_split};
 use mllm_protector::{LlmDetoxifier, canonical::detect_language};
@@ -66,12 +68,7 @@ fn evenly(items: Vec<Example>, n: usize) -> Vec<Example> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let seed = ClassifierHead::embedded(&candle_core::Device::Cpu)?
-        .metadata()
-        .training
-        .get("seed")
-        .and_then(|s| s.as_u64())
-        .unwrap_or(42);
+    let seed = common::head_split_seed()?;
     let test = in_split(data::load_jbb(&data::data_dir()?)?, Split::Test, seed);
     let (harmful, harmless): (Vec<Example>, Vec<Example>) = test.into_iter().partition(|e| e.harmful);
     let mut picked = evenly(harmful, args.per_label);

@@ -296,3 +296,16 @@ pub fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::
     eprintln!("wrote {}", path.display());
     Ok(())
 }
+
+/// The split seed the embedded head was trained with (42 when it does not say): the examples split the data as the
+/// head did, so a test split holds nothing it was trained on.
+pub fn head_split_seed() -> anyhow::Result<u64> {
+    Ok(
+        mllm_protector::detector::ClassifierHead::embedded(&candle_core::Device::Cpu)?
+            .metadata()
+            .training
+            .get("seed")
+            .and_then(|s| s.as_u64())
+            .unwrap_or(42),
+    )
+}
