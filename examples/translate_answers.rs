@@ -2,7 +2,7 @@
 //! attacker who asks the model to "answer in Spanish" gets them, beside the same answers in English.
 //!
 //!     bash scripts/fetch_qwen.sh
-//!     cargo run --release --example translate_answers -- --per-label 20 --out-dir target/eval
+//!     cargo run --release --example translate_answers
 //!     cargo run --release --example evaluate -- --data target/eval/jbb-test-spa.jsonl \
 //!         --translate models/Qwen2.5-Coder-0.5B-Instruct/qwen2.5-coder-0.5b-instruct.gguf
 //!     cargo run --release --example evaluate -- --data target/eval/jbb-test-eng.jsonl
@@ -33,10 +33,10 @@ struct Args {
     )]
     model: PathBuf,
     /// Harmful and harmless answers each.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 30)]
     per_label: usize,
     /// Words of each answer kept.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 80)]
     words: usize,
     /// The target language, as named to the model.
     #[arg(long, default_value = "Spanish")]
