@@ -36,7 +36,7 @@ mod words;
 use serde::{Deserialize, Serialize};
 
 pub use language::{Language, detect_language};
-pub use translate::{LlmTranslator, TRANSLATE_SYSTEM_PROMPT, Translator};
+pub use translate::{LlmTranslator, TRANSLATE_SYSTEM_PROMPT, Translator, first_words};
 pub use words::english_word_share;
 
 /// Which reading of a text a view is (and, in a score, which reading decided it).
@@ -188,14 +188,7 @@ impl Canonicalizer {
             }
         };
         let mut decode_budget = c.max_decoded_bytes;
-        // A text written backwards as a whole is read forwards as a whole: paragraph by paragraph, a short one
-        // ("1.", a heading) may not read better reversed and would be left out of the view.
-        let whole_reversed = (c.reversed && text.contains("\n\n"))
-            .then(|| encodings::reverse(text))
-            .filter(|r| words::reads_better(r, text));
-        let mut total = 0;
         for paragraph in text.split("\n\n").filter(|p| !p.trim().is_empty()) {
-            total += 1;
             let folded = if c.unicode {
                 unicode::fold(paragraph)
             } else {
@@ -240,21 +233,25 @@ impl Canonicalizer {
                 push(ViewKind::Rot13, decoded);
             }
             if c.reversed
-                && whole_reversed.is_none()
                 && let Some(decoded) = encodings::readable_lines(&folded, encodings::reverse)
             {
                 push(ViewKind::Reversed, decoded);
             }
         }
-        if let Some(whole) = whole_reversed {
-            push(ViewKind::Reversed, whole);
+        // A text written backwards as a whole is read forwards as a whole (its paragraphs in order, the short ones
+        // such as "1." that do not read better reversed on their own included); tried only when some paragraph read
+        // better reversed, so ordinary text pays nothing for it.
+        if let Some((_, reversed)) = by_kind.iter_mut().find(|(k, _)| *k == ViewKind::Reversed)
+            && !reversed.is_empty()
+            && text.contains("\n\n")
+        {
+            let whole = encodings::reverse(text);
+            if words::reads_better(&whole, text) {
+                *reversed = vec![whole];
+            }
         }
         let mut views: Vec<View> = Vec::new();
-        for (kind, mut paragraphs) in by_kind {
-            // A text written backwards as a whole also has its paragraphs backwards: read them forwards.
-            if kind == ViewKind::Reversed && paragraphs.len() == total {
-                paragraphs.reverse();
-            }
+        for (kind, paragraphs) in by_kind {
             if paragraphs.is_empty() {
                 continue;
             }
