@@ -106,18 +106,13 @@ fn main() -> anyhow::Result<()> {
     let protector = Protector::builder().device(DeviceChoice::Cpu).build()?;
     let seed = common::head_split_seed()?;
     let dir = data::data_dir()?;
-    let mut answers: Vec<Example> = match args.set.as_str() {
+    let answers: Vec<Example> = match args.set.as_str() {
         "jbb-test" => in_split(data::load_jbb(&dir)?, Split::Test, seed),
         "jbb-val" => in_split(data::load_jbb(&dir)?, Split::Validation, seed),
         "gptfuzz-train" => in_split(data::load_gptfuzz(&dir)?, Split::Train, seed),
         other => anyhow::bail!("unknown set {other:?} (jbb-test, jbb-val, gptfuzz-train)"),
     };
-    if args.limit > 0 && answers.len() > args.limit {
-        let step = answers.len() as f64 / args.limit as f64;
-        answers = (0..args.limit)
-            .map(|i| answers[(i as f64 * step) as usize].clone())
-            .collect();
-    }
+    let answers = common::evenly(answers, args.limit);
     let llm = LlmDetoxifier::load_default()?;
     let tokenized: Vec<Vec<String>> = answers
         .iter()

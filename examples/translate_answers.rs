@@ -20,9 +20,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use mllm_protector::LlmDetoxifier;
+use mllm_protector::canonical::{detect_language, first_words};
 use mllm_protector::detoxifier::llm::{ChatMessage, LlmDetoxConfig};
 use mllm_protector::eval::data::{self, Example, Split, in_split};
-use mllm_protector::{LlmDetoxifier, canonical::detect_language};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -45,34 +46,13 @@ struct Args {
     out_dir: PathBuf,
 }
 
-fn first_words(text: &str, n: usize) -> String {
-    text.split_inclusive(char::is_whitespace)
-        .scan(0, |count, piece| {
-            if !piece.trim().is_empty() {
-                *count += 1;
-            }
-            (*count <= n).then_some(piece)
-        })
-        .collect::<String>()
-        .trim_end()
-        .to_string()
-}
-
-fn evenly(items: Vec<Example>, n: usize) -> Vec<Example> {
-    if items.len() <= n {
-        return items;
-    }
-    let step = items.len() as f64 / n as f64;
-    (0..n).map(|i| items[(i as f64 * step) as usize].clone()).collect()
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let seed = common::head_split_seed()?;
     let test = in_split(data::load_jbb(&data::data_dir()?)?, Split::Test, seed);
     let (harmful, harmless): (Vec<Example>, Vec<Example>) = test.into_iter().partition(|e| e.harmful);
-    let mut picked = evenly(harmful, args.per_label);
-    picked.extend(evenly(harmless, args.per_label));
+    let mut picked = common::evenly(harmful, args.per_label);
+    picked.extend(common::evenly(harmless, args.per_label));
 
     let llm = LlmDetoxifier::load(
         &args.model,
@@ -96,7 +76,7 @@ fn main() -> anyhow::Result<()> {
     );
     let started = std::time::Instant::now();
     for (i, example) in picked.iter().enumerate() {
-        let head = first_words(&example.response, args.words);
+        let head = first_words(&example.response, args.words).to_string();
         let messages = [
             ChatMessage {
                 role: "system".into(),

@@ -309,3 +309,12 @@ pub fn head_split_seed() -> anyhow::Result<u64> {
             .unwrap_or(42),
     )
 }
+
+/// `n` items spread evenly over `items` (all of them when there are no more than `n`).
+pub fn evenly<T: Clone>(items: Vec<T>, n: usize) -> Vec<T> {
+    if n == 0 || items.len() <= n {
+        return items;
+    }
+    let step = items.len() as f64 / n as f64;
+    (0..n).map(|i| items[(i as f64 * step) as usize].clone()).collect()
+}

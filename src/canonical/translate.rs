@@ -53,14 +53,13 @@ impl LlmTranslator {
             max_seconds: 60.0,
             temperature: None,
             repeat_penalty: 1.05,
-            system_prompt: TRANSLATE_SYSTEM_PROMPT.into(),
-            few_shot: false,
             ..LlmDetoxConfig::default()
         };
         Ok(Self::new(LlmDetoxifier::load(path, None, &Device::Cpu, config)?))
     }
 
-    /// Wraps a loaded chat model (its system prompt is replaced by [`TRANSLATE_SYSTEM_PROMPT`] in each request).
+    /// Wraps a loaded chat model; each request carries [`TRANSLATE_SYSTEM_PROMPT`] (the rewriting prompt of its
+    /// configuration is not used).
     pub fn new(llm: LlmDetoxifier) -> Self {
         let name = format!("translator {}", llm.name());
         LlmTranslator {
@@ -77,8 +76,13 @@ impl LlmTranslator {
     }
 }
 
-/// `text` cut to its first `n` words (whitespace inside kept).
-fn first_words(text: &str, n: usize) -> &str {
+/// `text` cut to its first `n` words, the whitespace between them kept.
+///
+/// ```
+/// use mllm_protector::canonical::first_words;
+/// assert_eq!(first_words("uno dos  tres\ncuatro", 3), "uno dos  tres");
+/// ```
+pub fn first_words(text: &str, n: usize) -> &str {
     let mut words = 0;
     let mut in_word = false;
     for (at, c) in text.char_indices() {

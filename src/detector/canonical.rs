@@ -103,7 +103,8 @@ impl<D: HarmDetector> CanonicalDetector<D> {
 
     /// Also reads a response in another language through `translator`: its English translation is one more
     /// reading ([`ViewKind::Translated`]), and the language policy applies only when the translation fails or does
-    /// not read as English. The translator runs only for responses [`detect_language`] names as not English.
+    /// not read as English. The translator runs only for responses [`detect_language`] names as not English, once
+    /// per scoring: a [`StreamGuard`](crate::StreamGuard) translates a foreign answer again at each check.
     pub fn with_translator(mut self, translator: Arc<dyn Translator>) -> Self {
         self.name = format!("{} + translation", self.name);
         self.translator = Some(translator);
