@@ -552,7 +552,8 @@ mod tests {
     use crate::detector::{HarmDetector, HarmScore};
     use crate::protector::{Action, FailurePolicy, GenerateStream, GuardLayer, InputLimits};
 
-    /// Flags any text that contains "bomb"; NaN for "nan".
+    /// Flags any text that contains "bomb"; NaN for "nan". A short opening that starts with "Sure" also scores
+    /// harmful: a preamble that reads harmful alone and not with the text after it.
     struct Word;
     impl HarmDetector for Word {
         fn name(&self) -> &str {
@@ -565,9 +566,10 @@ mod tests {
             Ok(inputs
                 .iter()
                 .map(|i| {
+                    let preamble = i.response.starts_with("Sure") && i.response.split_whitespace().count() < 12;
                     let p = if i.response.contains("nan") {
                         f32::NAN
-                    } else if i.response.contains("bomb") {
+                    } else if i.response.contains("bomb") || preamble {
                         0.99
                     } else {
                         0.1
@@ -671,34 +673,9 @@ mod tests {
         assert!(end.rest.ends_with(&end.outcome.response));
     }
 
-    /// Scores a short opening that starts with "Sure" as harmful, and everything else as harmless: a preamble
-    /// that reads harmful alone and not with the text after it.
-    struct Preamble;
-    impl HarmDetector for Preamble {
-        fn name(&self) -> &str {
-            "preamble"
-        }
-        fn threshold(&self) -> f32 {
-            0.5
-        }
-        fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
-            Ok(inputs
-                .iter()
-                .map(|i| {
-                    let short = i.response.split_whitespace().count() < 12;
-                    HarmScore::single(if i.response.starts_with("Sure") && short {
-                        0.99
-                    } else {
-                        0.1
-                    })
-                })
-                .collect())
-        }
-    }
-
     #[test]
     fn a_confirming_check_keeps_a_preamble_from_stopping_the_stream() {
-        let p = Protector::builder().detector(Preamble).build().unwrap();
+        let p = protector(FailurePolicy::FailClosed);
         let mut pieces = vec!["Sure, ".to_string()];
         pieces.extend(words(40, 0));
         for (confirm_words, stopped) in [(0, true), (8, false)] {
@@ -719,7 +696,6 @@ mod tests {
             }
         }
         // A harmful answer keeps scoring high: the confirming check stops it, one interval later.
-        let p = protector(FailurePolicy::FailClosed);
         let mut pieces = vec!["bomb ".to_string()];
         pieces.extend(words(40, 0));
         let config = StreamConfig {
