@@ -291,19 +291,8 @@ fn main() -> anyhow::Result<()> {
         } else {
             args.set.clone()
         };
-        let dir = data::data_dir()?;
         for name in names {
-            let examples = match name.as_str() {
-                "jbb-test" => in_split(data::load_jbb(&dir)?, Split::Test, seed),
-                "jbb-val" => in_split(data::load_jbb(&dir)?, Split::Validation, seed),
-                "alpaca-test" => in_split(data::load_alpaca(&dir)?, Split::Test, seed),
-                "alpaca-val" => in_split(data::load_alpaca(&dir)?, Split::Validation, seed),
-                "gptfuzz-val" => in_split(data::load_gptfuzz(&dir)?, Split::Validation, seed),
-                "xstest" => data::load_xstest(&dir)?,
-                other => anyhow::bail!(
-                    "unknown set {other:?} (jbb-test, jbb-val, alpaca-test, alpaca-val, gptfuzz-val, xstest)"
-                ),
-            };
+            let examples = common::named_set(&name, seed)?;
             sets.push((name, examples));
         }
     }

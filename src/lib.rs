@@ -156,8 +156,8 @@ pub use error::{Error, Result};
 pub use image::Image;
 pub use protector::{
     Action, FailurePolicy, Flow, GenerateStream, GuardLayer, GuardOutcome, GuardRequest, Guarded, GuardedError,
-    HoldBack, ImageTextReport, ImageTextUse, InputLimits, Protector, ProtectorBuilder, ProtectorConfig, RewriteChecks,
-    StreamConfig, StreamGuard, StreamOutcome, Verdict,
+    HoldBack, ImageTextReport, ImageTextUse, InputLimits, OpeningReading, Protector, ProtectorBuilder, ProtectorConfig,
+    RewriteChecks, StreamConfig, StreamGuard, StreamOutcome, Verdict,
 };
 
 /// The README's Rust snippets, compiled and run as doctests.

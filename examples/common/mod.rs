@@ -318,3 +318,22 @@ pub fn evenly<T: Clone>(items: Vec<T>, n: usize) -> Vec<T> {
     let step = items.len() as f64 / n as f64;
     (0..n).map(|i| items[(i as f64 * step) as usize].clone()).collect()
 }
+
+/// The named evaluation sets: `jbb-test`, `jbb-val`, `alpaca-test`, `alpaca-val`, `gptfuzz-val`, `gptfuzz-train`
+/// (GPTFuzz's answers to the questions of each split) and `xstest` (all of it; evaluation only).
+pub fn named_set(name: &str, seed: u64) -> anyhow::Result<Vec<mllm_protector::eval::data::Example>> {
+    use mllm_protector::eval::data::{self, Split, in_split};
+    let dir = data::data_dir()?;
+    Ok(match name {
+        "jbb-test" => in_split(data::load_jbb(&dir)?, Split::Test, seed),
+        "jbb-val" => in_split(data::load_jbb(&dir)?, Split::Validation, seed),
+        "alpaca-test" => in_split(data::load_alpaca(&dir)?, Split::Test, seed),
+        "alpaca-val" => in_split(data::load_alpaca(&dir)?, Split::Validation, seed),
+        "gptfuzz-val" => in_split(data::load_gptfuzz(&dir)?, Split::Validation, seed),
+        "gptfuzz-train" => in_split(data::load_gptfuzz(&dir)?, Split::Train, seed),
+        "xstest" => data::load_xstest(&dir)?,
+        other => anyhow::bail!(
+            "unknown set {other:?} (jbb-test, jbb-val, alpaca-test, alpaca-val, gptfuzz-val, gptfuzz-train, xstest)"
+        ),
+    })
+}

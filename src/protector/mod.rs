@@ -1,6 +1,7 @@
 //! The [`Protector`]: a harm detector and a detoxifier behind one call, `guard(image, prompt, response)`.
 
 pub mod layer;
+pub mod opening;
 pub mod stream;
 
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use layer::{Generate, GenerateStream, GuardLayer, Guarded, GuardedError};
+pub use opening::{DEFAULT_OPENING_THRESHOLD, OpeningReading};
 pub use stream::{Flow, HoldBack, StreamConfig, StreamGuard, StreamOutcome, StreamStats, StreamStep};
 
 use crate::canonical::{Language, ViewKind};
@@ -53,7 +55,7 @@ impl Default for InputLimits {
 }
 
 /// The protector's own settings (serde; every field has a default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProtectorConfig {
     /// Overrides the detector's threshold.
@@ -66,6 +68,22 @@ pub struct ProtectorConfig {
     pub verification: RewriteChecks,
     /// How the text read from an image is used.
     pub image_text: ImageTextUse,
+    /// The answer's opening, also read alone at a strict threshold (default on; `None`: off). It is what a
+    /// [`StreamGuard`] checks first, so a stream stopped at its opening and the guard of the whole answer agree.
+    pub opening: Option<OpeningReading>,
+}
+
+impl Default for ProtectorConfig {
+    fn default() -> Self {
+        ProtectorConfig {
+            threshold: None,
+            on_undecided: FailurePolicy::default(),
+            limits: InputLimits::default(),
+            verification: RewriteChecks::default(),
+            image_text: ImageTextUse::default(),
+            opening: Some(OpeningReading::default()),
+        }
+    }
 }
 
 /// Checks every rewrite must pass before it is shown; a rewrite that fails one is replaced by the template.
@@ -153,6 +171,10 @@ pub struct GuardOutcome {
     pub language: Option<Language>,
     /// The text read from the image, when the protector has an [`ImageReader`] and the request an image.
     pub image_text: Option<ImageTextReport>,
+    /// Whether the verdict came from the answer's opening read alone ([`ProtectorConfig::opening`]) rather than
+    /// from the whole answer.
+    #[serde(default)]
+    pub opening: bool,
 }
 
 /// The text read from a request's image and what the guard made of it.
@@ -210,6 +232,15 @@ impl GuardOutcome {
     pub fn was_changed(&self) -> bool {
         self.action != Action::Passed
     }
+}
+
+/// One answer's judgement before the guard acts on it: the score that decides, the threshold it is held to, the
+/// report of the image's text, and whether the answer's opening decided.
+pub(crate) struct Judgement {
+    pub(crate) score: Result<HarmScore, String>,
+    pub(crate) threshold: f32,
+    pub(crate) image_text: Option<ImageTextReport>,
+    pub(crate) opening: bool,
 }
 
 /// One item of [`Protector::guard_batch`].
@@ -357,17 +388,68 @@ impl Protector {
                 .collect();
             judged.push(self.with_image_text(main, &extra, request, text));
         }
+        drop(next);
+        let answers: Vec<(&str, &str)> = valid
+            .iter()
+            .map(|&i| (requests[i].prompt, requests[i].response))
+            .collect();
+        self.read_openings(&answers, &mut judged, |inputs| self.detector.score_batch(inputs));
         let mut judged = judged.into_iter();
         let mut out = Vec::with_capacity(requests.len());
         for (request, check) in requests.iter().zip(checked) {
             out.push(check.map(|image| {
-                let (score, threshold, image_text) = judged
-                    .next()
-                    .unwrap_or_else(|| (Err("no score returned".into()), self.threshold, None));
-                self.decide(request, image, score, threshold, image_text)
+                let judgement = judged.next().unwrap_or_else(|| Judgement {
+                    score: Err("no score returned".into()),
+                    threshold: self.threshold,
+                    image_text: None,
+                    opening: false,
+                });
+                self.decide(request, image, judgement)
             }));
         }
         out
+    }
+
+    /// Reads the openings ([`ProtectorConfig::opening`]) of the answers whose whole reading is not harmful, with
+    /// `score`, and makes harmful those whose opening alone reaches the opening threshold. An opening that cannot
+    /// be scored changes nothing: the whole answer's reading stands.
+    pub(crate) fn read_openings(
+        &self,
+        answers: &[(&str, &str)],
+        judged: &mut [Judgement],
+        score: impl FnOnce(&[DetectionInput<'_>]) -> Result<Vec<HarmScore>>,
+    ) {
+        let Some(opening) = self.config.opening else {
+            return;
+        };
+        let mut at = Vec::new();
+        let mut inputs = Vec::new();
+        for (i, ((prompt, response), j)) in answers.iter().zip(judged.iter()).enumerate() {
+            if self.verdict_of(&j.score, j.threshold) == Verdict::Harmful {
+                continue;
+            }
+            if let Some(text) = opening.opening_of(response) {
+                at.push(i);
+                inputs.push(DetectionInput::new(prompt, text));
+            }
+        }
+        if inputs.is_empty() {
+            return;
+        }
+        let Ok(scores) = score(&inputs) else {
+            return;
+        };
+        if scores.len() != inputs.len() {
+            return;
+        }
+        for (i, s) in at.into_iter().zip(scores) {
+            if Self::valid(&s) && s.probability >= opening.threshold {
+                let j = &mut judged[i];
+                j.score = Ok(s);
+                j.threshold = opening.threshold;
+                j.opening = true;
+            }
+        }
     }
 
     /// The image's text, when there is an image and a reader: `Err` when the reader failed.
@@ -435,23 +517,28 @@ impl Protector {
 
     /// The answer's score, the threshold it is held to, and the report of the image's text, after
     /// [`ImageTextUse`]. A reader that failed leaves the answer undecided (the failure policy decides).
-    #[allow(clippy::type_complexity)]
     fn with_image_text(
         &self,
         main: Result<HarmScore, String>,
         extra: &[Result<HarmScore, String>],
         request: Option<Result<HarmScore, String>>,
         text: Option<Result<ImageText, String>>,
-    ) -> (Result<HarmScore, String>, f32, Option<ImageTextReport>) {
+    ) -> Judgement {
         let reader = self
             .image_reader
             .as_ref()
             .map(|r| r.name().to_string())
             .unwrap_or_default();
+        let judged = |score, threshold, image_text| Judgement {
+            score,
+            threshold,
+            image_text,
+            opening: false,
+        };
         let text = match text {
-            None => return (main, self.threshold, None),
+            None => return judged(main, self.threshold, None),
             Some(Err(reason)) => {
-                return (
+                return judged(
                     Err(format!("the image could not be read: {reason}")),
                     self.threshold,
                     None,
@@ -498,7 +585,7 @@ impl Protector {
             }
             _ => {}
         }
-        (score, threshold, Some(report))
+        judged(score, threshold, Some(report))
     }
 
     fn validate(&self, r: &GuardRequest<'_>) -> Result<Option<ImageInfo>> {
@@ -558,14 +645,13 @@ impl Protector {
         s.probability.is_finite() && (0.0..=1.0).contains(&s.probability)
     }
 
-    fn decide(
-        &self,
-        r: &GuardRequest<'_>,
-        image: Option<ImageInfo>,
-        score: Result<HarmScore, String>,
-        threshold: f32,
-        image_text: Option<ImageTextReport>,
-    ) -> GuardOutcome {
+    fn decide(&self, r: &GuardRequest<'_>, image: Option<ImageInfo>, judgement: Judgement) -> GuardOutcome {
+        let Judgement {
+            score,
+            threshold,
+            image_text,
+            opening,
+        } = judgement;
         let language = score.as_ref().ok().and_then(|s| s.language);
         let view = score.as_ref().map(|s| s.view).unwrap_or_default();
         let score = Self::usable(score);
@@ -587,6 +673,7 @@ impl Protector {
             view,
             language,
             image_text,
+            opening,
         };
         match score {
             Err(reason) => {
@@ -604,6 +691,12 @@ impl Protector {
                 outcome.category = s.category;
                 if s.probability >= threshold {
                     outcome.verdict = Verdict::Harmful;
+                    if opening {
+                        outcome.note = Some(format!(
+                            "the answer's opening, read alone, scored {:.3} (opening threshold {threshold})",
+                            s.probability
+                        ));
+                    }
                     self.detoxify(r, s, &mut outcome);
                 } else {
                     outcome.verdict = Verdict::Harmless;

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::detector::{DetectionInput, HarmScore, WindowCache};
 use crate::error::{Error, Result};
 use crate::image::{Image, ImageInfo, ImageText};
-use crate::protector::{FailurePolicy, GuardOutcome, GuardRequest, GuardedError, ImageTextReport, Protector, Verdict};
+use crate::protector::opening::ends_sentence;
+use crate::protector::{FailurePolicy, GuardOutcome, GuardRequest, GuardedError, Judgement, Protector, Verdict};
 
 /// What the generator should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,8 +22,8 @@ use crate::protector::{FailurePolicy, GuardOutcome, GuardRequest, GuardedError, 
 pub enum Flow {
     /// Go on generating.
     Continue,
-    /// Stop: the answer was judged harmful (or could not be judged, under the fail-closed policy), or it broke a
-    /// limit. Whatever the generator produces from now on is discarded.
+    /// Stop: the answer was judged harmful, or it broke a limit. Whatever the generator produces from now on is
+    /// discarded.
     Stop,
 }
 
@@ -69,7 +70,12 @@ pub struct StreamConfig {
     /// protector's threshold holds back everything after it and lets the answer go on, for a later check or the
     /// final one to decide. The beginning of an answer, read alone, can score higher than the whole answer (a
     /// preamble such as "Sure, here is ..." before a harmless text), so a stop on it would disagree with the guard
-    /// of the finished answer. `None`: the protector's threshold (stop at once). See [`DEFAULT_STOP_THRESHOLD`].
+    /// of the finished answer. The check that reads the guard's opening ([`ProtectorConfig::opening`]; the first
+    /// check with the default settings) is held to the opening's threshold instead, which the guard applies too.
+    /// `None`: the protector's threshold (stop at once); above 1: only the opening can stop the answer before its
+    /// end. See [`DEFAULT_STOP_THRESHOLD`].
+    ///
+    /// [`ProtectorConfig::opening`]: crate::ProtectorConfig::opening
     pub stop_threshold: Option<f32>,
     /// A check that reaches the stop threshold before the end does not stop the generator at once: it holds back
     /// everything after it, and a second check this many words later must reach the stop threshold too (0: stop at
@@ -109,13 +115,6 @@ pub struct StreamStep {
     /// When the stream was stopped by this push: the outcome, whose `response` is the replacement to show after
     /// everything released so far.
     pub stopped: Option<GuardOutcome>,
-}
-
-/// One check's judgement: the score, the threshold it is held to, and the image's text.
-struct Judged {
-    score: std::result::Result<HarmScore, String>,
-    threshold: f32,
-    image_text: Option<ImageTextReport>,
 }
 
 /// Counters of one stream.
@@ -183,6 +182,8 @@ pub struct StreamGuard<'p> {
     text: String,
     /// Byte offset where each word received so far ends (a word ends where whitespace follows it).
     word_ends: Vec<usize>,
+    /// Whether each word ends a sentence.
+    sentence_ends: Vec<bool>,
     /// Words passed by the last check that passed.
     checked_words: usize,
     /// Words read by the last check.
@@ -245,6 +246,7 @@ impl Protector {
             prompt: prompt.to_string(),
             text: String::new(),
             word_ends: Vec::new(),
+            sentence_ends: Vec::new(),
             checked_words: 0,
             last_check_words: 0,
             confirming: false,
@@ -281,19 +283,23 @@ impl StreamGuard<'_> {
                 max,
             });
         }
-        let sentence_end = self.append(piece);
-        let unchecked = self.word_ends.len() - self.last_check_words;
-        let interval = if self.confirming {
-            self.config.confirm_words.max(1)
-        } else if self.last_check_words == 0 {
-            self.config.first_check_words
-        } else {
-            self.last_check_words.min(self.config.check_every_words)
-        };
-        let due = unchecked >= interval && (sentence_end || unchecked >= interval + self.config.sentence_wait_words);
-        if due {
-            let end = self.word_ends.len();
-            if let Some(outcome) = self.check(end) {
+        let before = self.word_ends.len();
+        self.append(piece);
+        // Checks fall on words, wherever the pieces end, so they read the same text however the answer is cut
+        // into pieces (the first one reads what `ProtectorConfig::opening` reads).
+        for words in before + 1..=self.word_ends.len() {
+            let unchecked = words - self.last_check_words;
+            let interval = if self.confirming {
+                self.config.confirm_words.max(1)
+            } else if self.last_check_words == 0 {
+                self.config.first_check_words
+            } else {
+                self.last_check_words.min(self.config.check_every_words)
+            };
+            let sentence_end = self.sentence_ends.get(words - 1).copied().unwrap_or(false);
+            let due =
+                unchecked >= interval && (sentence_end || unchecked >= interval + self.config.sentence_wait_words);
+            if due && let Some(outcome) = self.check(words) {
                 self.stats.pieces_at_stop = Some(self.stats.pieces);
                 self.stopped = Some(outcome.clone());
                 return Ok(self.step(String::new(), Flow::Stop, Some(outcome)));
@@ -391,46 +397,54 @@ impl StreamGuard<'_> {
         StreamStep { release, flow, stopped }
     }
 
-    /// Appends `piece`, records the words it completes, and says whether one of them ends a sentence.
-    fn append(&mut self, piece: &str) -> bool {
+    /// Appends `piece` and records the words it completes, and which of them end a sentence.
+    fn append(&mut self, piece: &str) {
         let start = self.text.len();
         self.text.push_str(piece);
-        let mut sentence_end = false;
         let mut prev = self.text[..start].chars().next_back();
         for (offset, c) in self.text[start..].char_indices() {
             let at = start + offset;
-            if c.is_whitespace() && prev.is_some_and(|p| !p.is_whitespace()) {
+            if c.is_whitespace()
+                && let Some(p) = prev.filter(|p| !p.is_whitespace())
+            {
                 self.word_ends.push(at);
-                let p = prev.unwrap_or(' ');
-                sentence_end |= matches!(p, '.' | '!' | '?' | ':' | ';') || c == '\n';
+                self.sentence_ends.push(ends_sentence(p, c));
             }
             prev = Some(c);
         }
-        sentence_end
     }
 
     /// Scores the text up to the end of word `words` (through the cache). Returns the outcome when the stream must
-    /// stop (harmful, or undecided under fail-closed).
+    /// stop (harmful at the stop bar). A check that cannot decide holds back everything after it under fail-closed
+    /// (the final check decides) and shows it under fail-open.
     fn check(&mut self, words: usize) -> Option<GuardOutcome> {
         let end = match words.checked_sub(1).and_then(|w| self.word_ends.get(w)) {
             Some(&end) => end,
             None => return None,
         };
         self.last_check_words = words;
-        let judged = self.score(end);
+        let mut judged = self.score(end);
         let protector = self.protector;
+        // The check that reads exactly the guard's opening stops at the opening threshold, as the guard of the whole
+        // answer would flag it; any other check stops at the stream's own stop threshold.
+        let opening = protector.config.opening.filter(|o| o.end(&self.text) == Some(end));
+        let stop_bar = match opening {
+            Some(o) => o.threshold,
+            None => self.config.stop_threshold.unwrap_or(0.0),
+        };
+        if let (Some(o), Ok(s)) = (opening, &judged.score)
+            && s.probability >= o.threshold
+        {
+            judged.threshold = judged.threshold.max(o.threshold);
+            judged.opening = true;
+        }
         let confirming = std::mem::take(&mut self.confirming);
         match protector.verdict_of(&judged.score, judged.threshold) {
             Verdict::Harmless => {
                 self.checked_words = words;
                 None
             }
-            Verdict::Harmful
-                if judged
-                    .score
-                    .as_ref()
-                    .is_ok_and(|s| s.probability < self.config.stop_threshold.unwrap_or(0.0)) =>
-            {
+            Verdict::Harmful if judged.score.as_ref().is_ok_and(|s| s.probability < stop_bar) => {
                 // Harmful so far, but not surely: show nothing more and let the answer go on; a later check, or the
                 // final one, decides.
                 None
@@ -446,6 +460,11 @@ impl StreamGuard<'_> {
                 self.undecided = Some(self.decide(end, judged));
                 None
             }
+            Verdict::Undecided => {
+                // Fail-closed: show nothing more, and let the final check, which reads what the guard reads, decide
+                // (a prefix can be undecided where the whole answer is not, e.g. in another language at first).
+                None
+            }
             _ => Some(self.decide(end, judged)),
         }
     }
@@ -453,7 +472,17 @@ impl StreamGuard<'_> {
     /// The final check over the whole text.
     fn check_all(&mut self) -> GuardOutcome {
         let end = self.text.len();
-        let judged = self.score(end);
+        let mut judged = [self.score(end)];
+        // The opening, read as the guard reads it (its windows are in the cache when a check read it).
+        let protector = self.protector;
+        let (embedded, reused) = (self.cache.misses(), self.cache.hits());
+        let cache = &mut self.cache;
+        protector.read_openings(&[(&self.prompt, &self.text)], &mut judged, |inputs| {
+            protector.detector.score_batch_cached(inputs, cache)
+        });
+        self.stats.windows_embedded += self.cache.misses() - embedded;
+        self.stats.windows_reused += self.cache.hits() - reused;
+        let [judged] = judged;
         let mut outcome = self.decide(end, judged);
         if outcome.verdict == Verdict::Harmless
             && let Some(undecided) = &self.undecided
@@ -464,7 +493,7 @@ impl StreamGuard<'_> {
     }
 
     /// Scores `text[..end]` through the cache, with the image's text as the protector uses it.
-    fn score(&mut self, end: usize) -> Judged {
+    fn score(&mut self, end: usize) -> Judgement {
         let protector = self.protector;
         let detector = &protector.detector;
         let (embedded, reused) = (self.cache.misses(), self.cache.hits());
@@ -484,29 +513,17 @@ impl StreamGuard<'_> {
         let mut scores = scores.into_iter();
         let main = scores.next().unwrap_or_else(|| Err("no score returned".into()));
         let extra: Vec<_> = scores.collect();
-        let (score, threshold, image_text) =
-            protector.with_image_text(main, &extra, self.request_score.clone(), self.image_text.clone());
-        Judged {
-            score,
-            threshold,
-            image_text,
-        }
+        protector.with_image_text(main, &extra, self.request_score.clone(), self.image_text.clone())
     }
 
     /// The protector's outcome for `text[..end]` as judged (detoxified or replaced when harmful).
-    fn decide(&self, end: usize, judged: Judged) -> GuardOutcome {
+    fn decide(&self, end: usize, judged: Judgement) -> GuardOutcome {
         let request = GuardRequest {
             image: None,
             prompt: &self.prompt,
             response: &self.text[..end],
         };
-        self.protector.decide(
-            &request,
-            self.image.clone(),
-            judged.score,
-            judged.threshold,
-            judged.image_text,
-        )
+        self.protector.decide(&request, self.image.clone(), judged)
     }
 
     /// The byte offset up to which text may be shown now.
@@ -550,7 +567,9 @@ mod tests {
 
     use super::*;
     use crate::detector::{HarmDetector, HarmScore};
-    use crate::protector::{Action, FailurePolicy, GenerateStream, GuardLayer, InputLimits};
+    use crate::protector::{
+        Action, FailurePolicy, GenerateStream, GuardLayer, InputLimits, OpeningReading, ProtectorConfig,
+    };
 
     /// Flags any text that contains "bomb"; NaN for "nan". A short opening that starts with "Sure" also scores
     /// harmful: a preamble that reads harmful alone and not with the text after it.
@@ -710,6 +729,60 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_at_the_opening_agrees_with_the_guard_however_the_answer_is_cut() {
+        // The guard reads a 4-word opening; "Sure here is it." alone reads as harmful (0.99), the whole as harmless.
+        let opening = OpeningReading {
+            words: 4,
+            sentence_wait_words: 0,
+            threshold: 0.98,
+        };
+        let p = Protector::builder()
+            .detector(Word)
+            .config(ProtectorConfig {
+                opening: Some(opening),
+                ..Default::default()
+            })
+            .build()
+            .unwrap();
+        let answer = format!("Sure here is it. {}", words(30, 0).concat());
+        let guarded = p.guard(None, "q", &answer).unwrap();
+        assert_eq!(guarded.verdict, Verdict::Harmful);
+        assert!(guarded.opening, "the opening decided: {guarded:?}");
+        let stream_config = StreamConfig {
+            first_check_words: 4,
+            sentence_wait_words: 0,
+            // Later checks never stop: only the opening can.
+            stop_threshold: Some(2.0),
+            ..config(HoldBack::Checked(0))
+        };
+        // Word by word, and in pieces that do not end where the opening does: the first check reads the opening.
+        let by_word: Vec<String> = answer.split_inclusive(' ').map(str::to_string).collect();
+        let by_chunk: Vec<String> = by_word.chunks(3).map(|c| c.concat()).collect();
+        for pieces in [by_word, by_chunk] {
+            let mut stream = p.stream_with(None, "q", stream_config).unwrap();
+            assert_eq!(feed(&mut stream, &pieces), "");
+            let end = stream.finish().unwrap();
+            assert!(end.stopped && end.outcome.opening, "{end:?}");
+            assert_eq!(end.outcome.verdict, guarded.verdict);
+        }
+        // Without the opening reading neither flags it: the whole answer reads as harmless.
+        let plain = Protector::builder()
+            .detector(Word)
+            .config(ProtectorConfig {
+                opening: None,
+                ..Default::default()
+            })
+            .build()
+            .unwrap();
+        assert_eq!(plain.guard(None, "q", &answer).unwrap().verdict, Verdict::Harmless);
+        let mut stream = plain.stream_with(None, "q", stream_config).unwrap();
+        feed(&mut stream, std::slice::from_ref(&answer));
+        let end = stream.finish().unwrap();
+        assert!(!end.stopped && end.outcome.verdict == Verdict::Harmless);
+        assert_eq!(end.shown, answer);
+    }
+
+    #[test]
     fn the_default_hold_back_shows_nothing_of_a_harmful_first_window() {
         let p = protector(FailurePolicy::FailClosed);
         let mut pieces = words(150, 0);
@@ -796,10 +869,16 @@ mod tests {
         pieces.extend(words(30, 10));
         let closed = protector(FailurePolicy::FailClosed);
         let mut stream = closed.stream_with(None, "q", config(HoldBack::Checked(0))).unwrap();
-        feed(&mut stream, &pieces);
+        let released = feed(&mut stream, &pieces);
         let end = stream.finish().unwrap();
-        assert!(end.stopped);
+        // Nothing after the undecided check is shown; the final check decides, as the guard would.
+        assert!(!released.contains("nan") && !end.shown.contains("nan"), "{released:?}");
         assert_eq!(end.outcome.verdict, Verdict::Undecided);
+        assert_eq!(
+            end.outcome.verdict,
+            closed.guard(None, "q", &pieces.concat()).unwrap().verdict
+        );
+        assert!(end.outcome.was_changed());
         let open = protector(FailurePolicy::FailOpen);
         let mut stream = open.stream_with(None, "q", config(HoldBack::Checked(0))).unwrap();
         feed(&mut stream, &pieces);
