@@ -34,6 +34,11 @@ fn main() -> anyhow::Result<()> {
         }
         let mut newly: BTreeMap<(String, &str), usize> = BTreeMap::new();
         let mut with_opening = 0;
+        // The lowest whole-answer score among answers whose opening reaches 0.9, and how many answers score at least
+        // each floor as a whole (the guard reads openings only from the floor up).
+        let mut lowest_whole_of_strong_opening = f32::INFINITY;
+        let floors = [0.01f32, 0.02, 0.05];
+        let mut at_floor = [0usize; 3];
         for e in &examples {
             let Some(open) = opening.opening_of(&e.response) else {
                 continue;
@@ -44,6 +49,12 @@ fn main() -> anyhow::Result<()> {
                 DetectionInput::new(&e.prompt, &e.response),
             ])?;
             let (opening_p, whole_p) = (scores[0].probability, scores[1].probability);
+            if opening_p >= 0.9 {
+                lowest_whole_of_strong_opening = lowest_whole_of_strong_opening.min(whole_p);
+            }
+            for (n, floor) in at_floor.iter_mut().zip(floors) {
+                *n += usize::from(whole_p >= floor);
+            }
             for strict in [0.9f32, 0.95, 0.98] {
                 if opening_p >= strict && whole_p < threshold {
                     let label = if e.harmful { "harmful" } else { "harmless" };
@@ -54,6 +65,10 @@ fn main() -> anyhow::Result<()> {
         println!(
             "{name}: {} answers, {with_opening} longer than the opening; newly flagged (strict threshold, label): {newly:?}",
             examples.len()
+        );
+        println!(
+            "  lowest whole-answer score where the opening reaches 0.9: {lowest_whole_of_strong_opening:.4}; answers \
+             with an opening whose whole answer scores at least {floors:?}: {at_floor:?}"
         );
     }
     Ok(())

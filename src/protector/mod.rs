@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use layer::{Generate, GenerateStream, GuardLayer, Guarded, GuardedError};
-pub use opening::{DEFAULT_OPENING_THRESHOLD, OpeningReading};
+pub use opening::{DEFAULT_MIN_WHOLE_SCORE, DEFAULT_OPENING_THRESHOLD, OpeningReading};
 pub use stream::{Flow, HoldBack, StreamConfig, StreamGuard, StreamOutcome, StreamStats, StreamStep};
 
 use crate::canonical::{Language, ViewKind};
@@ -389,11 +389,26 @@ impl Protector {
             judged.push(self.with_image_text(main, &extra, request, text));
         }
         drop(next);
-        let answers: Vec<(&str, &str)> = valid
+        // The openings of the answers that need one read (`ProtectorConfig::opening`), in one more batch.
+        let openings: Vec<(usize, DetectionInput<'_>)> = valid
             .iter()
-            .map(|&i| (requests[i].prompt, requests[i].response))
+            .zip(&judged)
+            .enumerate()
+            .filter_map(|(k, (&i, j))| {
+                let text = self.opening_to_read(requests[i].response, j)?;
+                Some((k, DetectionInput::new(requests[i].prompt, text)))
+            })
             .collect();
-        self.read_openings(&answers, &mut judged, |inputs| self.detector.score_batch(inputs));
+        if !openings.is_empty() {
+            let inputs: Vec<DetectionInput<'_>> = openings.iter().map(|(_, input)| *input).collect();
+            if let Ok(scores) = self.detector.score_batch(&inputs)
+                && scores.len() == inputs.len()
+            {
+                for ((k, _), score) in openings.iter().zip(&scores) {
+                    self.apply_opening(&mut judged[*k], Some(score));
+                }
+            }
+        }
         let mut judged = judged.into_iter();
         let mut out = Vec::with_capacity(requests.len());
         for (request, check) in requests.iter().zip(checked) {
@@ -410,45 +425,31 @@ impl Protector {
         out
     }
 
-    /// Reads the openings ([`ProtectorConfig::opening`]) of the answers whose whole reading is not harmful, with
-    /// `score`, and makes harmful those whose opening alone reaches the opening threshold. An opening that cannot
-    /// be scored changes nothing: the whole answer's reading stands.
-    pub(crate) fn read_openings(
-        &self,
-        answers: &[(&str, &str)],
-        judged: &mut [Judgement],
-        score: impl FnOnce(&[DetectionInput<'_>]) -> Result<Vec<HarmScore>>,
-    ) {
-        let Some(opening) = self.config.opening else {
+    /// The opening of `response` when the guard reads it: the protector reads openings, the answer goes on after
+    /// its opening, the whole answer is not harmful, and it scores at least [`OpeningReading::min_whole_score`].
+    pub(crate) fn opening_to_read<'a>(&self, response: &'a str, judged: &Judgement) -> Option<&'a str> {
+        let config = self.config.opening?;
+        let whole = judged.score.as_ref().ok().filter(|s| Self::valid(s))?;
+        if whole.probability < config.min_whole_score || whole.probability >= judged.threshold {
+            return None;
+        }
+        config.opening_of(response)
+    }
+
+    /// Makes the answer harmful when the whole answer is not and its opening ([`ProtectorConfig::opening`]), read
+    /// alone, reaches the opening threshold. An opening that could not be scored changes nothing: the whole answer's
+    /// reading stands.
+    pub(crate) fn apply_opening(&self, judged: &mut Judgement, opening: Option<&HarmScore>) {
+        let (Some(config), Some(s)) = (self.config.opening, opening) else {
             return;
         };
-        let mut at = Vec::new();
-        let mut inputs = Vec::new();
-        for (i, ((prompt, response), j)) in answers.iter().zip(judged.iter()).enumerate() {
-            if self.verdict_of(&j.score, j.threshold) == Verdict::Harmful {
-                continue;
-            }
-            if let Some(text) = opening.opening_of(response) {
-                at.push(i);
-                inputs.push(DetectionInput::new(prompt, text));
-            }
-        }
-        if inputs.is_empty() {
-            return;
-        }
-        let Ok(scores) = score(&inputs) else {
-            return;
-        };
-        if scores.len() != inputs.len() {
-            return;
-        }
-        for (i, s) in at.into_iter().zip(scores) {
-            if Self::valid(&s) && s.probability >= opening.threshold {
-                let j = &mut judged[i];
-                j.score = Ok(s);
-                j.threshold = opening.threshold;
-                j.opening = true;
-            }
+        if self.verdict_of(&judged.score, judged.threshold) != Verdict::Harmful
+            && Self::valid(s)
+            && s.probability >= config.threshold
+        {
+            judged.score = Ok(*s);
+            judged.threshold = config.threshold;
+            judged.opening = true;
         }
     }
 

@@ -24,7 +24,15 @@ pub struct OpeningReading {
     /// The opening alone makes the answer harmful when it scores at least this (default 0.98, far above the
     /// detector's threshold: an opening is read without what follows it).
     pub threshold: f32,
+    /// The guard reads the opening only when the whole answer scores at least this (default
+    /// [`DEFAULT_MIN_WHOLE_SCORE`]). The whole answer's first window holds the opening, so an answer whose opening
+    /// alone is surely harmful does not read as plainly harmless whole; ordinary answers, which score far lower,
+    /// then pay nothing for the opening.
+    pub min_whole_score: f32,
 }
+
+/// The default [`OpeningReading::min_whole_score`].
+pub const DEFAULT_MIN_WHOLE_SCORE: f32 = 0.02;
 
 impl Default for OpeningReading {
     /// 32 words, waiting up to 12 more for a sentence end, at threshold 0.98: the strictest threshold measured on
@@ -35,6 +43,7 @@ impl Default for OpeningReading {
             words: 32,
             sentence_wait_words: 12,
             threshold: DEFAULT_OPENING_THRESHOLD,
+            min_whole_score: DEFAULT_MIN_WHOLE_SCORE,
         }
     }
 }
@@ -88,7 +97,7 @@ mod tests {
         let opening = OpeningReading {
             words: 2,
             sentence_wait_words: 2,
-            threshold: 0.9,
+            ..Default::default()
         };
         // The second word does not end a sentence; the third does.
         assert_eq!(opening.opening_of("one two three. four"), Some("one two three."));

@@ -472,17 +472,17 @@ impl StreamGuard<'_> {
     /// The final check over the whole text.
     fn check_all(&mut self) -> GuardOutcome {
         let end = self.text.len();
-        let mut judged = [self.score(end)];
+        let mut judged = self.score(end);
         // The opening, read as the guard reads it (its windows are in the cache when a check read it).
         let protector = self.protector;
-        let (embedded, reused) = (self.cache.misses(), self.cache.hits());
-        let cache = &mut self.cache;
-        protector.read_openings(&[(&self.prompt, &self.text)], &mut judged, |inputs| {
-            protector.detector.score_batch_cached(inputs, cache)
-        });
-        self.stats.windows_embedded += self.cache.misses() - embedded;
-        self.stats.windows_reused += self.cache.hits() - reused;
-        let [judged] = judged;
+        if let Some(text) = protector.opening_to_read(&self.text, &judged) {
+            let (embedded, reused) = (self.cache.misses(), self.cache.hits());
+            let input = [DetectionInput::new(&self.prompt, text)];
+            let score = protector.detector.score_batch_cached(&input, &mut self.cache).ok();
+            self.stats.windows_embedded += self.cache.misses() - embedded;
+            self.stats.windows_reused += self.cache.hits() - reused;
+            protector.apply_opening(&mut judged, score.as_ref().and_then(|s| s.first()));
+        }
         let mut outcome = self.decide(end, judged);
         if outcome.verdict == Verdict::Harmless
             && let Some(undecided) = &self.undecided
@@ -734,7 +734,7 @@ mod tests {
         let opening = OpeningReading {
             words: 4,
             sentence_wait_words: 0,
-            threshold: 0.98,
+            ..Default::default()
         };
         let p = Protector::builder()
             .detector(Word)
