@@ -202,23 +202,6 @@ fn as_flagged(scores: &[HarmScore]) -> Vec<f32> {
         .collect()
 }
 
-/// The harmless text padded and buried disguises put around an answer: AlpacaEval test answers, from the `i`-th
-/// on, joined until 600 words.
-fn filler(pool: &[Example], i: usize) -> String {
-    let mut out = String::new();
-    let mut words = 0;
-    for k in 0..pool.len() {
-        let text = &pool[(i + k) % pool.len()].response;
-        words += text.split_whitespace().count();
-        out.push_str(text);
-        out.push('\n');
-        if words >= 600 {
-            break;
-        }
-    }
-    out
-}
-
 #[derive(Serialize)]
 struct DisguiseRow {
     disguise: String,
@@ -478,7 +461,7 @@ fn main() -> anyhow::Result<()> {
                         .iter()
                         .enumerate()
                         .map(|(i, e)| Example {
-                            response: disguise.apply(&e.response, &filler(&pool, i * 7)),
+                            response: disguise.apply(&e.response, &common::filler(&pool, i * 7)),
                             ..e.clone()
                         })
                         .collect();

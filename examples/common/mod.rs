@@ -337,3 +337,20 @@ pub fn named_set(name: &str, seed: u64) -> anyhow::Result<Vec<mllm_protector::ev
         ),
     })
 }
+
+/// The harmless text padded and buried disguises put around an answer: the answers of `pool` (AlpacaEval), from the
+/// `i`-th on, joined until 600 words.
+pub fn filler(pool: &[mllm_protector::eval::data::Example], i: usize) -> String {
+    let mut out = String::new();
+    let mut words = 0;
+    for k in 0..pool.len() {
+        let text = &pool[(i + k) % pool.len()].response;
+        words += text.split_whitespace().count();
+        out.push_str(text);
+        out.push('\n');
+        if words >= 600 {
+            break;
+        }
+    }
+    out
+}
