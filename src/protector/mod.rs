@@ -243,6 +243,18 @@ pub(crate) struct Judgement {
     pub(crate) opening: bool,
 }
 
+impl Judgement {
+    /// A judgement of the whole answer (not of its opening).
+    fn new(score: Result<HarmScore, String>, threshold: f32, image_text: Option<ImageTextReport>) -> Self {
+        Judgement {
+            score,
+            threshold,
+            image_text,
+            opening: false,
+        }
+    }
+}
+
 /// One item of [`Protector::guard_batch`].
 #[derive(Debug, Clone, Copy)]
 pub struct GuardRequest<'a> {
@@ -413,12 +425,9 @@ impl Protector {
         let mut out = Vec::with_capacity(requests.len());
         for (request, check) in requests.iter().zip(checked) {
             out.push(check.map(|image| {
-                let judgement = judged.next().unwrap_or_else(|| Judgement {
-                    score: Err("no score returned".into()),
-                    threshold: self.threshold,
-                    image_text: None,
-                    opening: false,
-                });
+                let judgement = judged
+                    .next()
+                    .unwrap_or_else(|| Judgement::new(Err("no score returned".into()), self.threshold, None));
                 self.decide(request, image, judgement)
             }));
         }
@@ -530,16 +539,10 @@ impl Protector {
             .as_ref()
             .map(|r| r.name().to_string())
             .unwrap_or_default();
-        let judged = |score, threshold, image_text| Judgement {
-            score,
-            threshold,
-            image_text,
-            opening: false,
-        };
         let text = match text {
-            None => return judged(main, self.threshold, None),
+            None => return Judgement::new(main, self.threshold, None),
             Some(Err(reason)) => {
-                return judged(
+                return Judgement::new(
                     Err(format!("the image could not be read: {reason}")),
                     self.threshold,
                     None,
@@ -586,7 +589,7 @@ impl Protector {
             }
             _ => {}
         }
-        judged(score, threshold, Some(report))
+        Judgement::new(score, threshold, Some(report))
     }
 
     fn validate(&self, r: &GuardRequest<'_>) -> Result<Option<ImageInfo>> {

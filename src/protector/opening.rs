@@ -57,22 +57,11 @@ impl OpeningReading {
     /// `words + sentence_wait_words`. A word counts once whitespace follows it, so the result does not change as
     /// the text grows. `None` while the text has not reached its opening's end.
     pub fn end(&self, text: &str) -> Option<usize> {
-        let mut words = 0;
-        let mut prev: Option<char> = None;
-        for (at, c) in text.char_indices() {
-            if c.is_whitespace()
-                && let Some(p) = prev.filter(|p| !p.is_whitespace())
-            {
-                words += 1;
-                if words >= self.words.max(1)
-                    && (ends_sentence(p, c) || words >= self.words.max(1) + self.sentence_wait_words)
-                {
-                    return Some(at);
-                }
-            }
-            prev = Some(c);
-        }
-        None
+        let first = self.words.max(1);
+        word_ends(text, 0)
+            .enumerate()
+            .find(|&(i, (_, sentence))| i + 1 >= first && (sentence || i + 1 >= first + self.sentence_wait_words))
+            .map(|(_, (at, _))| at)
     }
 
     /// The opening of a finished answer, when the answer goes on after it (else the whole answer is the opening,
@@ -83,9 +72,17 @@ impl OpeningReading {
     }
 }
 
-/// Whether a word whose last character is `last`, followed by the whitespace `next`, ends a sentence.
-pub(crate) fn ends_sentence(last: char, next: char) -> bool {
-    matches!(last, '.' | '!' | '?' | ':' | ';') || next == '\n'
+/// The words completed in `text[start..]` (a word is complete once whitespace follows it): for each, the byte offset
+/// of that whitespace, and whether the word ends a sentence (its last character is `.`, `!`, `?`, `:` or `;`, or a
+/// line break follows it). `start` must be a character boundary.
+pub(crate) fn word_ends(text: &str, start: usize) -> impl Iterator<Item = (usize, bool)> + '_ {
+    let mut prev = text[..start].chars().next_back();
+    text[start..].char_indices().filter_map(move |(offset, c)| {
+        let last = prev.filter(|p| !p.is_whitespace());
+        prev = Some(c);
+        let last = last.filter(|_| c.is_whitespace())?;
+        Some((start + offset, matches!(last, '.' | '!' | '?' | ':' | ';') || c == '\n'))
+    })
 }
 
 #[cfg(test)]

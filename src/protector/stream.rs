@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::detector::{DetectionInput, HarmScore, WindowCache};
 use crate::error::{Error, Result};
 use crate::image::{Image, ImageInfo, ImageText};
-use crate::protector::opening::ends_sentence;
+use crate::protector::opening::word_ends;
 use crate::protector::{FailurePolicy, GuardOutcome, GuardRequest, GuardedError, Judgement, Protector, Verdict};
 
 /// What the generator should do next.
@@ -184,6 +184,8 @@ pub struct StreamGuard<'p> {
     word_ends: Vec<usize>,
     /// Whether each word ends a sentence.
     sentence_ends: Vec<bool>,
+    /// Where the guard's opening ends, once the text has reached it.
+    opening_end: Option<usize>,
     /// Words passed by the last check that passed.
     checked_words: usize,
     /// Words read by the last check.
@@ -247,6 +249,7 @@ impl Protector {
             text: String::new(),
             word_ends: Vec::new(),
             sentence_ends: Vec::new(),
+            opening_end: None,
             checked_words: 0,
             last_check_words: 0,
             confirming: false,
@@ -401,16 +404,9 @@ impl StreamGuard<'_> {
     fn append(&mut self, piece: &str) {
         let start = self.text.len();
         self.text.push_str(piece);
-        let mut prev = self.text[..start].chars().next_back();
-        for (offset, c) in self.text[start..].char_indices() {
-            let at = start + offset;
-            if c.is_whitespace()
-                && let Some(p) = prev.filter(|p| !p.is_whitespace())
-            {
-                self.word_ends.push(at);
-                self.sentence_ends.push(ends_sentence(p, c));
-            }
-            prev = Some(c);
+        for (at, sentence) in word_ends(&self.text, start) {
+            self.word_ends.push(at);
+            self.sentence_ends.push(sentence);
         }
     }
 
@@ -427,7 +423,11 @@ impl StreamGuard<'_> {
         let protector = self.protector;
         // The check that reads exactly the guard's opening stops at the opening threshold, as the guard of the whole
         // answer would flag it; any other check stops at the stream's own stop threshold.
-        let opening = protector.config.opening.filter(|o| o.end(&self.text) == Some(end));
+        // Where the opening ends does not change once the text reaches it: found once.
+        if self.opening_end.is_none() {
+            self.opening_end = protector.config.opening.and_then(|o| o.end(&self.text));
+        }
+        let opening = protector.config.opening.filter(|_| self.opening_end == Some(end));
         let stop_bar = match opening {
             Some(o) => o.threshold,
             None => self.config.stop_threshold.unwrap_or(0.0),
