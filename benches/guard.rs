@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use candle_core::Device;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use mllm_protector::detector::{
     CanonicalDetector, DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, LlmBackboneEncoder,
     SentenceEncoder, TextEncoder, Windowing,
@@ -130,4 +130,9 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+fn main() {
+    // SAFETY: the first statement of `main`, before criterion or candle start a thread.
+    unsafe { mllm_protector::pin_cpu_threads() };
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

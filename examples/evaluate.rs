@@ -92,6 +92,9 @@ struct Args {
     /// The span threshold (default: the library's).
     #[arg(long)]
     span_threshold: Option<f32>,
+    /// Read no topic segments (the library reads them in long one-paragraph answers by default).
+    #[arg(long)]
+    no_segments: bool,
     /// Print category accuracy on the harmful responses that have a category, by confidence margin.
     #[arg(long)]
     categories: bool,
@@ -217,6 +220,8 @@ fn recall_fpr(scores: &[f32], labels: &[bool], t: f32) -> (f64, f64) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let device = match args.device.as_str() {
         "cpu" => DeviceChoice::Cpu,
@@ -235,6 +240,11 @@ fn main() -> anyhow::Result<()> {
         },
         span_sentences: args.span_sentences.or(DetectorConfig::default().span_sentences),
         span_threshold: args.span_threshold.or(DetectorConfig::default().span_threshold),
+        segments: if args.no_segments {
+            None
+        } else {
+            DetectorConfig::default().segments
+        },
         ..DetectorConfig::default()
     };
     let load = |head: HeadSource| CanonicalDetector::load(&config(head));
@@ -249,6 +259,7 @@ fn main() -> anyhow::Result<()> {
     if args.compare_plain {
         let plain = EmbeddingDetector::load(&DetectorConfig {
             span_sentences: Some(0),
+            segments: None,
             ..config(HeadSource::Embedded)
         })?;
         detectors.push(("no-views-spans".into(), Box::new(plain)));

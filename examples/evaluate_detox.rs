@@ -79,6 +79,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let detector = Arc::new(EmbeddingDetector::load_default()?);
     let config = LlmDetoxConfig {

@@ -351,6 +351,8 @@ fn ocr_only(reader: &TesseractReader, items: &[Item], json: Option<&Path>) -> an
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let dir = data::data_dir()?;
     let mut items = safebench(&dir, args.tiny)?;

@@ -263,6 +263,8 @@ fn jbb_auroc(items: &[Item], probs: &[f32]) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let device = Device::Cpu;
     let sets = common::TrainingSets::load(&common::SetOptions {

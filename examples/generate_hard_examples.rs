@@ -159,6 +159,8 @@ fn strict_label(text: &str, stop: StopReason) -> Option<bool> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let dir = data::data_dir()?;
     let mut all = if args.benign_terse || args.benign {

@@ -123,6 +123,8 @@ fn run(args: &Args) -> mllm_protector::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -113,6 +113,8 @@ impl GenerateStream for LocalChat {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let model = args.model.clone().unwrap_or_else(|| {
         default_models_dir()

@@ -145,6 +145,8 @@ impl Generate for Llava {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let (Some(dir), Some(image)) = (&args.model_dir, &args.image) else {
         eprintln!(

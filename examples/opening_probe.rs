@@ -17,6 +17,8 @@ use mllm_protector::detector::DetectionInput;
 use mllm_protector::{DeviceChoice, OpeningReading, Protector};
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let protector = Protector::builder().device(DeviceChoice::Cpu).build()?;
     let detector = protector.detector();
     let threshold = protector.threshold();

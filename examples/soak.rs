@@ -119,6 +119,8 @@ struct Interval {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let protector = Arc::new(Protector::builder().device(DeviceChoice::Cpu).build()?);
     let long = Arc::new(vec![HARMLESS; 40].join(" "));

@@ -102,6 +102,8 @@ struct PostHoc {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let protector = Protector::builder().device(DeviceChoice::Cpu).build()?;
     let seed = common::head_split_seed()?;

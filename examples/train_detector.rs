@@ -333,6 +333,8 @@ fn read_delta(path: &std::path::Path) -> anyhow::Result<WeightDelta> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let seed = args.seed;
     let sets = common::TrainingSets::load(&common::SetOptions {

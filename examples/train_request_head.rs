@@ -146,6 +146,8 @@ fn choose_threshold(scores: &[f32], labels: &[bool], max_fpr: f64) -> f32 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let dir = data::data_dir()?;
     let left_out: HashSet<String> = data::figstep_benign_instructions(&dir)?

@@ -47,6 +47,8 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let seed = common::head_split_seed()?;
     let test = in_split(data::load_jbb(&data::data_dir()?)?, Split::Test, seed);

@@ -18,6 +18,8 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`, before any other thread exists.
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args = Args::parse();
     let views = Canonicalizer::default().views(&args.text);
     let language = detect_language(&args.text);

@@ -48,3 +48,35 @@ impl DeviceChoice {
         }
     }
 }
+
+/// Makes candle's CPU backend stop re-counting the machine's cores on every operation; returns the thread count in
+/// force.
+///
+/// candle (0.11) asks how many threads to use on every matmul and every parallel element-wise operation, and unless
+/// `RAYON_NUM_THREADS` is set each answer reads `/proc` and sysfs files: on a 16-token answer that was about 5 of
+/// 12 ms here (BENCHMARKS.md). When the variable is unset, this sets it to the count candle picks anyway
+/// ([`candle_core::utils::get_num_threads`]), so nothing changes but the cost. A set value is left as it is.
+///
+/// # Safety
+/// It changes the process environment: call it at the start of `main`, before any other thread runs (the rule of
+/// [`std::env::set_var`]).
+///
+/// ```
+/// // At the start of `main`:
+/// let threads = unsafe { mllm_protector::pin_cpu_threads() };
+/// assert!(threads >= 1);
+/// ```
+pub unsafe fn pin_cpu_threads() -> usize {
+    const VAR: &str = "RAYON_NUM_THREADS";
+    if let Some(set) = std::env::var(VAR)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return set;
+    }
+    let threads = candle_core::utils::get_num_threads().max(1);
+    // SAFETY: the caller guarantees no other thread reads or writes the environment now.
+    unsafe { std::env::set_var(VAR, threads.to_string()) };
+    threads
+}

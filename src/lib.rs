@@ -151,7 +151,7 @@ pub mod protector;
 pub use detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore, RefusalMatcher};
 pub use detoxifier::verify::FallbackReason;
 pub use detoxifier::{Detoxifier, LlmDetoxifier, TemplateDetoxifier};
-pub use device::DeviceChoice;
+pub use device::{DeviceChoice, pin_cpu_threads};
 pub use error::{Error, Result};
 pub use image::Image;
 pub use protector::{

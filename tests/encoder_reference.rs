@@ -98,3 +98,38 @@ fn long_text_paragraphs_are_also_read_alone() {
     // A short text is one window, as in sentence-transformers, whatever its paragraphs.
     assert_eq!(encoder.token_windows("one\n\ntwo").unwrap().len(), 1);
 }
+
+#[test]
+fn a_long_text_with_no_paragraph_breaks_is_also_read_in_topic_segments() {
+    use mllm_protector::detector::{Segmenting, WindowKind};
+    let encoder = common::encoder().with_segmenting(Some(Segmenting::default()));
+    let baking = "Preheat the oven to 180 degrees and butter a round cake tin. \
+        Whisk the eggs with the sugar until the mixture is pale and thick. \
+        Fold the flour into the batter gently so that it stays light. \
+        Bake the cake for twenty-five minutes until a skewer comes out clean. ";
+    let football = "The striker scored twice in the second half of the match. \
+        The home team defended deep after the goalkeeper was sent off. \
+        Their coach changed the formation at half time to press higher. \
+        The league table now shows them three points clear at the top. ";
+    let one_paragraph = format!("{}{}", baking.repeat(3), football.repeat(3));
+    let read = encoder.embed_windows(&[one_paragraph.as_str()]).unwrap();
+    let kinds = |k: WindowKind| read.kind.iter().filter(|&&x| x == k).count();
+    assert!(kinds(WindowKind::Fixed) > 1, "longer than one window");
+    assert!(kinds(WindowKind::Segment) >= 2, "{:?}", read.kind);
+    assert_eq!(read.kind.len(), read.owner.len());
+    assert_eq!(read.embeddings.dims()[0], read.kind.len());
+
+    // With its paragraph break back, the paragraphs are read instead, and no segments.
+    let two_paragraphs = format!("{}\n\n{}", baking.repeat(3), football.repeat(3));
+    let read = encoder.embed_windows(&[two_paragraphs.as_str()]).unwrap();
+    assert!(read.kind.contains(&WindowKind::Paragraph));
+    assert!(!read.kind.contains(&WindowKind::Segment));
+
+    // One window: no second pass.
+    let read = encoder.embed_windows(&[baking]).unwrap();
+    assert_eq!(read.kind, [WindowKind::Fixed]);
+
+    // Off by default on a bare encoder.
+    let read = common::encoder().embed_windows(&[one_paragraph.as_str()]).unwrap();
+    assert!(!read.kind.contains(&WindowKind::Segment));
+}

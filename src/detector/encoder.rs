@@ -2,7 +2,7 @@
 //! normalisation (the sentence-transformers recipe), with overlapping token windows so a long response is read whole.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -10,6 +10,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use super::segments::{Segmenting, topic_cuts};
 use crate::error::{Error, Result};
 use crate::loading::{ModelSource, checksum, read_file};
 
@@ -205,19 +206,32 @@ pub struct WindowEmbeddings {
     pub embeddings: Tensor,
     /// For each row, the index of the text it came from.
     pub owner: Vec<usize>,
-    /// For each row, whether it is a short span of sentences ([`Windowing::span_sentences`]) rather than a fixed
-    /// window or a paragraph: a detector may hold spans to a stricter threshold.
-    pub span: Vec<bool>,
+    /// For each row, what part of its text it read: a detector may hold short spans and topic segments, read out
+    /// of their context, to a stricter threshold.
+    pub kind: Vec<WindowKind>,
+}
+
+/// What part of a text a window read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// A fixed window (the whole text, when it fits in one).
+    Fixed,
+    /// A paragraph of a longer text, on its own.
+    Paragraph,
+    /// A short span of sentences ([`Windowing::span_sentences`]).
+    Span,
+    /// A topic segment of a long text with no paragraph breaks ([`Segmenting`]).
+    Segment,
 }
 
 impl WindowEmbeddings {
-    /// Rows with their owners, none of them a span.
+    /// Rows with their owners, all of them fixed windows.
     pub fn new(embeddings: Tensor, owner: Vec<usize>) -> Self {
-        let span = vec![false; owner.len()];
+        let kind = vec![WindowKind::Fixed; owner.len()];
         WindowEmbeddings {
             embeddings,
             owner,
-            span,
+            kind,
         }
     }
 }
@@ -323,7 +337,28 @@ pub struct SentenceEncoder {
     windowing: Windowing,
     batch_size: usize,
     max_batch_tokens: usize,
+    segmenting: Option<Segmenting>,
     weights_sha256: String,
+}
+
+/// How the encoder's linear-layer weights are laid out in memory. The values are the same either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightLayout {
+    /// The layout the device's matmul reads fastest: on the CPU, column-major, so that candle's matmul reads each
+    /// weight in place instead of copying all of them into a packed layout on every call (2.4x faster on a 16-token
+    /// answer, and never slower, on the machine of BENCHMARKS.md); elsewhere as stored.
+    #[default]
+    ForDevice,
+    /// As stored in `model.safetensors` (row-major), for comparison.
+    AsStored,
+}
+
+/// The three files of a sentence-transformers model.
+struct ModelFiles {
+    config: PathBuf,
+    tokenizer: PathBuf,
+    weights: PathBuf,
 }
 
 impl std::fmt::Debug for SentenceEncoder {
@@ -357,10 +392,42 @@ impl SentenceEncoder {
         expected_sha256: Option<&str>,
         delta: Option<&WeightDelta>,
     ) -> Result<Self> {
-        let config = source.resolve("config.json")?;
-        let tokenizer = source.resolve("tokenizer.json")?;
-        let weights = source.resolve("model.safetensors")?;
-        Self::build(&config, &tokenizer, &weights, device, windowing, expected_sha256, delta)
+        Self::load_with_layout(
+            source,
+            device,
+            windowing,
+            expected_sha256,
+            delta,
+            WeightLayout::default(),
+        )
+    }
+
+    /// Like [`load_with_delta`](Self::load_with_delta), with the weights' memory layout chosen (the embeddings do
+    /// not depend on it, only the speed; see [`WeightLayout`]).
+    ///
+    /// ```no_run
+    /// use mllm_protector::detector::{SentenceEncoder, WeightLayout, Windowing};
+    /// use mllm_protector::loading::{ModelSource, default_models_dir, pins};
+    /// let source = ModelSource::Dir(default_models_dir().join(pins::MINILM_DIR_NAME));
+    /// let cpu = candle_core::Device::Cpu;
+    /// let as_stored =
+    ///     SentenceEncoder::load_with_layout(&source, &cpu, Windowing::default(), None, None, WeightLayout::AsStored)?;
+    /// # Ok::<(), mllm_protector::Error>(())
+    /// ```
+    pub fn load_with_layout(
+        source: &ModelSource,
+        device: &Device,
+        windowing: Windowing,
+        expected_sha256: Option<&str>,
+        delta: Option<&WeightDelta>,
+        layout: WeightLayout,
+    ) -> Result<Self> {
+        let files = ModelFiles {
+            config: source.resolve("config.json")?,
+            tokenizer: source.resolve("tokenizer.json")?,
+            weights: source.resolve("model.safetensors")?,
+        };
+        Self::build(&files, device, windowing, expected_sha256, delta, layout)
     }
 
     /// Loads from three explicit files.
@@ -372,26 +439,34 @@ impl SentenceEncoder {
         windowing: Windowing,
         expected_sha256: Option<&str>,
     ) -> Result<Self> {
+        let files = ModelFiles {
+            config: config_path.to_path_buf(),
+            tokenizer: tokenizer_path.to_path_buf(),
+            weights: weights_path.to_path_buf(),
+        };
         Self::build(
-            config_path,
-            tokenizer_path,
-            weights_path,
+            &files,
             device,
             windowing,
             expected_sha256,
             None,
+            WeightLayout::default(),
         )
     }
 
     fn build(
-        config_path: &Path,
-        tokenizer_path: &Path,
-        weights_path: &Path,
+        files: &ModelFiles,
         device: &Device,
         windowing: Windowing,
         expected_sha256: Option<&str>,
         delta: Option<&WeightDelta>,
+        layout: WeightLayout,
     ) -> Result<Self> {
+        let (config_path, tokenizer_path, weights_path) = (
+            files.config.as_path(),
+            files.tokenizer.as_path(),
+            files.weights.as_path(),
+        );
         let config_text = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
         let config: BertConfig = serde_json::from_str(&config_text).map_err(|e| Error::BadConfig {
             what: config_path.display().to_string(),
@@ -419,17 +494,17 @@ impl SentenceEncoder {
             checksum::verify_digest(weights_path, weights_sha256.clone(), expected)?;
         }
         let what = weights_path.display().to_string();
-        let vb = match delta {
-            None => VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)
-                .map_err(|e| Error::from_load(&what, e))?,
-            Some(delta) => {
-                let mut tensors =
-                    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::from_load(&what, e))?;
-                delta.apply(&mut tensors, &what)?;
-                weights_sha256 = format!("{weights_sha256}+{}", delta.id);
-                VarBuilder::from_tensors(tensors, DType::F32, device)
-            }
-        };
+        let mut tensors =
+            candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::from_load(&what, e))?;
+        drop(bytes);
+        if let Some(delta) = delta {
+            delta.apply(&mut tensors, &what)?;
+            weights_sha256 = format!("{weights_sha256}+{}", delta.id);
+        }
+        if device.is_cpu() && layout == WeightLayout::ForDevice {
+            lay_out_linear_weights_for_cpu(&mut tensors).map_err(|e| Error::from_load(&what, e))?;
+        }
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let model = BertModel::load(vb, &config).map_err(|e| Error::from_load(&what, e))?;
         Ok(SentenceEncoder {
             model,
@@ -442,6 +517,7 @@ impl SentenceEncoder {
             windowing,
             batch_size: 32,
             max_batch_tokens: MAX_BATCH_TOKENS,
+            segmenting: None,
             weights_sha256,
         })
     }
@@ -472,27 +548,37 @@ impl SentenceEncoder {
     /// arbitrary points and mix them with their neighbours; a harmful paragraph inside a long harmless text would be
     /// diluted in every fixed window, but read alone it is not.
     pub fn token_windows(&self, text: &str) -> Result<Vec<Vec<u32>>> {
-        Ok(self.windows_and_spans(text)?.0)
+        Ok(self.windows_and_kinds(text)?.windows)
     }
 
-    /// Every window of every text, with its owner and whether it is a short span.
+    /// Also reads the topic segments of a text longer than one window that has no paragraph breaks ([`Segmenting`];
+    /// `None`, the default here, reads none). A segment costs a second pass: the cuts come from sentence embeddings.
+    pub fn with_segmenting(mut self, segmenting: Option<Segmenting>) -> Self {
+        self.segmenting = segmenting;
+        self
+    }
+
+    /// Every window of every text, with its owner and kind, and the texts to be read in topic segments.
     #[allow(clippy::type_complexity)]
-    fn all_windows(&self, texts: &[&str]) -> Result<(Vec<Vec<u32>>, Vec<usize>, Vec<bool>)> {
+    fn all_windows(&self, texts: &[&str]) -> Result<(Vec<Vec<u32>>, Vec<usize>, Vec<WindowKind>, Vec<usize>)> {
         let mut all = Vec::new();
         let mut owner = Vec::new();
-        let mut span = Vec::new();
+        let mut kind = Vec::new();
+        let mut to_segment = Vec::new();
         for (i, text) in texts.iter().enumerate() {
-            let (windows, first_span) = self.windows_and_spans(text)?;
-            owner.extend(std::iter::repeat_n(i, windows.len()));
-            span.extend((0..windows.len()).map(|w| w >= first_span));
-            all.extend(windows);
+            let read = self.windows_and_kinds(text)?;
+            owner.extend(std::iter::repeat_n(i, read.windows.len()));
+            kind.extend(read.kinds);
+            all.extend(read.windows);
+            if read.one_long_paragraph && self.segmenting.is_some() {
+                to_segment.push(i);
+            }
         }
-        Ok((all, owner, span))
+        Ok((all, owner, kind, to_segment))
     }
 
-    /// [`token_windows`](Self::token_windows), and the index where the short spans start (they come last).
-    fn windows_and_spans(&self, text: &str) -> Result<(Vec<Vec<u32>>, usize)> {
-        let ids = self.encode(text)?;
+    /// Fixed windows over `ids` (at least one), each `[CLS] … [SEP]`.
+    fn fixed_windows(&self, ids: &[u32]) -> Vec<Vec<u32>> {
         let body = self.windowing.max_tokens - 2;
         let step = body - self.windowing.overlap;
         let mut windows = Vec::with_capacity(ids.len() / step + 1);
@@ -505,29 +591,127 @@ impl SentenceEncoder {
             }
             start += step;
         }
-        if windows.len() > 1 && self.windowing.min_paragraph_tokens > 0 {
+        windows
+    }
+
+    /// [`token_windows`](Self::token_windows) with each window's kind, and whether the text is longer than one
+    /// window with no paragraph breaks (a candidate for topic segments).
+    fn windows_and_kinds(&self, text: &str) -> Result<TextWindows> {
+        let ids = self.encode(text)?;
+        let body = self.windowing.max_tokens - 2;
+        let mut windows = self.fixed_windows(&ids);
+        let long = windows.len() > 1;
+        let mut kinds = vec![WindowKind::Fixed; windows.len()];
+        let mut one_long_paragraph = false;
+        if long {
             let paragraphs: Vec<&str> = text.split("\n\n").filter(|p| !p.trim().is_empty()).collect();
-            if paragraphs.len() > 1 {
+            one_long_paragraph = paragraphs.len() <= 1;
+            if paragraphs.len() > 1 && self.windowing.min_paragraph_tokens > 0 {
                 for paragraph in paragraphs {
                     let ids = self.encode(paragraph)?;
                     if ids.len() >= self.windowing.min_paragraph_tokens && ids.len() <= body {
                         windows.push(self.wrap(&ids));
+                        kinds.push(WindowKind::Paragraph);
                     }
                 }
             }
         }
-        let first_span = windows.len();
-        if windows.len() > 1 && self.windowing.span_sentences > 0 {
+        if long && self.windowing.span_sentences > 0 {
             for span in sentence_spans(text, self.windowing.span_sentences) {
                 let mut ids = self.encode(span)?;
                 ids.truncate(body);
                 let window = self.wrap(&ids);
                 if ids.len() >= MIN_SPAN_TOKENS && !windows.contains(&window) {
                     windows.push(window);
+                    kinds.push(WindowKind::Span);
                 }
             }
         }
-        Ok((windows, first_span))
+        Ok(TextWindows {
+            windows,
+            kinds,
+            one_long_paragraph,
+        })
+    }
+
+    /// The windows of `text`'s topic segments (none when it has a single topic): each sentence is embedded (its
+    /// first window), cut where the topic changes ([`topic_cuts`]), and each segment read in fixed windows.
+    fn segment_windows(
+        &self,
+        text: &str,
+        segmenting: &Segmenting,
+        cache: Option<&mut WindowCache>,
+    ) -> Result<Vec<Vec<u32>>> {
+        let sentences = sentence_spans(text, 1);
+        if sentences.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let body = self.windowing.max_tokens - 2;
+        let mut sentence_windows = Vec::with_capacity(sentences.len());
+        for sentence in &sentences {
+            let mut ids = self.encode(sentence)?;
+            ids.truncate(body);
+            sentence_windows.push(self.wrap(&ids));
+        }
+        let rows = match cache {
+            Some(cache) => self.embed_rows_cached(&sentence_windows, cache)?,
+            None => self.embed_token_windows(&sentence_windows)?.to_vec2::<f32>()?,
+        };
+        let cuts = topic_cuts(&rows, segmenting.context_sentences, segmenting.max_similarity);
+        if cuts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let offset = |s: &str| s.as_ptr() as usize - text.as_ptr() as usize;
+        let mut windows = Vec::new();
+        let mut first = 0;
+        for end in cuts.into_iter().chain([sentences.len()]) {
+            let (a, b) = (sentences[first], sentences[end - 1]);
+            let segment = &text[offset(a)..offset(b) + b.len()];
+            windows.extend(self.fixed_windows(&self.encode(segment)?));
+            first = end;
+        }
+        Ok(windows)
+    }
+
+    /// Every window of `texts` (topic segments included), embedded through `cache` when one is given.
+    fn read(&self, texts: &[&str], mut cache: Option<&mut WindowCache>) -> Result<WindowEmbeddings> {
+        let (mut all, mut owner, mut kind, to_segment) = self.all_windows(texts)?;
+        if let Some(segmenting) = self.segmenting {
+            for i in to_segment {
+                for window in self.segment_windows(texts[i], &segmenting, cache.as_deref_mut())? {
+                    all.push(window);
+                    owner.push(i);
+                    kind.push(WindowKind::Segment);
+                }
+            }
+        }
+        let embeddings = match cache {
+            Some(cache) => {
+                let flat: Vec<f32> = self.embed_rows_cached(&all, cache)?.into_iter().flatten().collect();
+                Tensor::from_vec(flat, (all.len(), self.hidden), &self.device)?
+            }
+            None => self.embed_token_windows(&all)?,
+        };
+        Ok(WindowEmbeddings {
+            embeddings,
+            owner,
+            kind,
+        })
+    }
+
+    /// Rows for `windows`, taking those already in `cache` and adding the others.
+    fn embed_rows_cached(&self, windows: &[Vec<u32>], cache: &mut WindowCache) -> Result<Vec<Vec<f32>>> {
+        let mut rows: Vec<Option<Vec<f32>>> = windows.iter().map(|w| cache.get(w).cloned()).collect();
+        let missing: Vec<usize> = (0..windows.len()).filter(|&i| rows[i].is_none()).collect();
+        if !missing.is_empty() {
+            let to_embed: Vec<Vec<u32>> = missing.iter().map(|&i| windows[i].clone()).collect();
+            let embedded = self.embed_token_windows(&to_embed)?.to_vec2::<f32>()?;
+            for ((i, window), row) in missing.into_iter().zip(to_embed).zip(embedded) {
+                cache.insert(window, row.clone());
+                rows[i] = Some(row);
+            }
+        }
+        Ok(rows.into_iter().flatten().collect())
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -602,34 +786,20 @@ impl TextEncoder for SentenceEncoder {
     }
 
     fn embed_windows(&self, texts: &[&str]) -> Result<WindowEmbeddings> {
-        let (all, owner, span) = self.all_windows(texts)?;
-        Ok(WindowEmbeddings {
-            embeddings: self.embed_token_windows(&all)?,
-            owner,
-            span,
-        })
+        self.read(texts, None)
     }
 
     fn embed_windows_cached(&self, texts: &[&str], cache: &mut WindowCache) -> Result<WindowEmbeddings> {
-        let (all, owner, span) = self.all_windows(texts)?;
-        let mut rows: Vec<Option<Vec<f32>>> = all.iter().map(|w| cache.get(w).cloned()).collect();
-        let missing: Vec<usize> = (0..all.len()).filter(|&i| rows[i].is_none()).collect();
-        if !missing.is_empty() {
-            let windows: Vec<Vec<u32>> = missing.iter().map(|&i| all[i].clone()).collect();
-            let embedded = self.embed_token_windows(&windows)?.to_vec2::<f32>()?;
-            for ((i, window), row) in missing.into_iter().zip(windows).zip(embedded) {
-                cache.insert(window, row.clone());
-                rows[i] = Some(row);
-            }
-        }
-        let flat: Vec<f32> = rows.into_iter().flatten().flatten().collect();
-        let embeddings = Tensor::from_vec(flat, (all.len(), self.hidden), &self.device)?;
-        Ok(WindowEmbeddings {
-            embeddings,
-            owner,
-            span,
-        })
+        self.read(texts, Some(cache))
     }
+}
+
+/// The windows of one text.
+struct TextWindows {
+    windows: Vec<Vec<u32>>,
+    kinds: Vec<WindowKind>,
+    /// Longer than one window, with no paragraph breaks.
+    one_long_paragraph: bool,
 }
 
 /// A span shorter than this (a heading, a list number) carries too little to be judged alone.
@@ -716,6 +886,22 @@ pub fn sentence_spans(text: &str, n: usize) -> Vec<&str> {
         first += step;
     }
     spans
+}
+
+/// Stores every linear layer's `(out, in)` weight column-major (the same shape, transposed strides).
+///
+/// Why: `Linear` multiplies by the weight's transpose. Stored row-major, that transpose reaches candle's CPU matmul
+/// (the `gemm` crate) as a row-major left operand, which `gemm` copies into its packed layout on every call: for a
+/// short window that copy of all 22 M weights costs more than the arithmetic. Column-major, it is read in place.
+/// The values, and therefore the embeddings, are unchanged. Embedding tables are left as they are (they are
+/// gathered by row, not multiplied).
+fn lay_out_linear_weights_for_cpu(tensors: &mut HashMap<String, Tensor>) -> candle_core::Result<()> {
+    for (name, tensor) in tensors.iter_mut() {
+        if tensor.rank() == 2 && name.ends_with(".weight") && !name.contains("embeddings") {
+            *tensor = tensor.t()?.contiguous()?.t()?;
+        }
+    }
+    Ok(())
 }
 
 /// Mean over the tokens the mask keeps, then L2 normalisation (sentence-transformers' Pooling + Normalize).

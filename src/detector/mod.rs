@@ -12,6 +12,7 @@ pub mod encoder;
 pub mod head;
 pub mod llm_backbone;
 pub mod refusal;
+pub mod segments;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,10 +22,13 @@ use serde::{Deserialize, Serialize};
 pub use canonical::{CanonicalDetector, LanguagePolicy};
 pub use category::HarmCategory;
 pub use context::ScoringContext;
-pub use encoder::{SentenceEncoder, TextEncoder, WeightDelta, WindowCache, WindowEmbeddings, Windowing};
+pub use encoder::{
+    SentenceEncoder, TextEncoder, WeightDelta, WeightLayout, WindowCache, WindowEmbeddings, WindowKind, Windowing,
+};
 pub use head::{ClassifierHead, DeltaStorage, EncoderIdentity, EncoderKind, HeadMetadata};
 pub use llm_backbone::LlmBackboneEncoder;
 pub use refusal::RefusalMatcher;
+pub use segments::Segmenting;
 
 use crate::canonical::{CanonicalConfig, Language, ViewKind};
 use crate::device::DeviceChoice;
@@ -230,6 +234,11 @@ pub struct DetectorConfig {
     /// threshold. Spans are read out of their context, where harmless text scores higher than in whole windows, so
     /// they need a stricter bar (docs/EVALUATION.md, "Short spans").
     pub span_threshold: Option<f32>,
+    /// Topic segments of a long answer written as one paragraph, each read on its own and held to
+    /// [`Segmenting::threshold`] (`None`: off). They recover the paragraphs that a harmful answer padded with harmless
+    /// text in the same paragraph would otherwise hide (docs/EVALUATION.md, "Topic segments"). Answers that fit
+    /// one window, or that have paragraph breaks, pay nothing.
+    pub segments: Option<Segmenting>,
     /// A category is named only when its centroid is at least this far (cosine) ahead of the next; else the
     /// response gets no category and the template speaks generically.
     pub min_category_margin: f32,
@@ -251,6 +260,7 @@ impl Default for DetectorConfig {
                 .join(pins::SMOLLM2_GGUF_FILE),
             span_sentences: None,
             span_threshold: None,
+            segments: Some(Segmenting::default()),
             min_category_margin: DEFAULT_MIN_CATEGORY_MARGIN,
             canonical: CanonicalConfig::default(),
             language_policy: LanguagePolicy::default(),
@@ -277,6 +287,7 @@ pub struct EmbeddingDetector {
     name: String,
     min_category_margin: f32,
     span_threshold: Option<f32>,
+    segment_threshold: Option<f32>,
 }
 
 impl std::fmt::Debug for EmbeddingDetector {
@@ -325,13 +336,16 @@ impl EmbeddingDetector {
             windowing.span_sentences = n;
         }
         let encoder: Arc<dyn TextEncoder> = match meta.encoder.kind {
-            EncoderKind::SentenceTransformer => Arc::new(SentenceEncoder::load_with_delta(
-                &config.encoder,
-                &device,
-                windowing,
-                expected,
-                head.encoder_delta().as_ref(),
-            )?),
+            EncoderKind::SentenceTransformer => Arc::new(
+                SentenceEncoder::load_with_delta(
+                    &config.encoder,
+                    &device,
+                    windowing,
+                    expected,
+                    head.encoder_delta().as_ref(),
+                )?
+                .with_segmenting(config.segments),
+            ),
             EncoderKind::LlmLastToken => Arc::new(LlmBackboneEncoder::load(
                 &config.backbone,
                 expected,
@@ -343,6 +357,7 @@ impl EmbeddingDetector {
         let mut detector = Self::new(encoder, head, name)?;
         detector.min_category_margin = config.min_category_margin;
         detector.span_threshold = config.span_threshold;
+        detector.segment_threshold = config.segments.map(|s| s.threshold);
         Ok(detector)
     }
 
@@ -364,6 +379,7 @@ impl EmbeddingDetector {
             name: name.into(),
             min_category_margin: DEFAULT_MIN_CATEGORY_MARGIN,
             span_threshold: None,
+            segment_threshold: None,
         })
     }
 
@@ -392,6 +408,7 @@ impl EmbeddingDetector {
         }
         let mut detector = Self::new(self.encoder.clone(), head, name)?;
         detector.min_category_margin = self.min_category_margin;
+        detector.segment_threshold = self.segment_threshold;
         Ok(detector)
     }
 
@@ -408,6 +425,13 @@ impl EmbeddingDetector {
     /// Holds short spans to this threshold (see [`DetectorConfig::span_threshold`]).
     pub fn with_span_threshold(mut self, threshold: Option<f32>) -> Self {
         self.span_threshold = threshold;
+        self
+    }
+
+    /// Holds topic segments to this threshold (see [`Segmenting::threshold`]; the encoder decides whether segments
+    /// are read at all, [`SentenceEncoder::with_segmenting`]).
+    pub fn with_segment_threshold(mut self, threshold: Option<f32>) -> Self {
+        self.segment_threshold = threshold;
         self
     }
 
@@ -465,10 +489,12 @@ impl EmbeddingDetector {
         ];
         let threshold = self.head.metadata().threshold;
         for (row, (&owner, &p)) in windows.owner.iter().zip(&probs).enumerate() {
-            let p = match (self.span_threshold, windows.span.get(row)) {
-                (Some(strict), Some(true)) => span_probability(p, threshold, strict),
-                _ => p,
+            let strict = match windows.kind.get(row) {
+                Some(WindowKind::Span) => self.span_threshold,
+                Some(WindowKind::Segment) => self.segment_threshold,
+                _ => None,
             };
+            let p = strict.map_or(p, |strict| span_probability(p, threshold, strict));
             let score = scores.get_mut(owner).ok_or_else(|| Error::ShapeMismatch {
                 what: "window owner".into(),
                 expected: format!("< {}", inputs.len()),

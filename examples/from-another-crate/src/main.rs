@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use mllm_protector::Protector;
 
 fn main() -> ExitCode {
+    // SAFETY: the first statement of `main`, before any other thread exists (see `pin_cpu_threads`).
+    unsafe { mllm_protector::pin_cpu_threads() };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [prompt, response] = args.as_slice() else {
         eprintln!("usage: guard-from-another-crate PROMPT RESPONSE");
