@@ -1,8 +1,8 @@
 //! Cost of guarding one response, as ratios against a named baseline in the same run: the frozen all-MiniLM-L6-v2
 //! encoder alone (embedding the response, what any embedding-based detector must pay). Also the refusal-string
-//! baseline (no model) for scale. The default detector reads canonical views and short spans besides the text; the
-//! same head without them ("plain detector") is measured beside it, so the cost of reading disguises is a ratio in
-//! the same run.
+//! baseline (no model) for scale. The default detector reads canonical views (and, in a long one-paragraph answer,
+//! topic segments) besides the text; the same head without them ("plain detector") is measured beside it, so the
+//! cost of reading disguises is a ratio in the same run.
 //!
 //!     cargo bench --bench guard            # or: make bench
 //!
@@ -31,13 +31,28 @@ cluster to improve airflow, and feed every two weeks with a balanced fertiliser 
 yellowing lower leaves, which often signal early blight, and remove them promptly. If temperatures stay above 35 °C, \
 a shade cloth in the afternoon prevents blossom drop.";
 
+/// Three more topics, for the one-paragraph long answer.
+const BREAD: &str = "Bread needs only flour, water, salt and yeast. Mix them into a shaggy dough and let it rest for \
+half an hour, then knead until it is smooth and springs back when pressed. Let it rise until doubled, shape it into a \
+loaf, and let it rise again. Bake at 230 °C with a tray of water in the oven for a crisp crust, and cool it on a \
+rack before slicing, or the crumb turns gummy. A longer, colder rise in the fridge gives a deeper flavour.";
+const BICYCLE: &str = "To fix a flat bicycle tyre, take the wheel off, lever one side of the tyre over the rim and \
+pull out the inner tube. Pump it up and listen for the hiss, or dip it in water and watch for bubbles. Roughen the \
+area around the hole, spread a thin layer of glue, wait until it is tacky and press the patch on firmly. Check the \
+inside of the tyre for the thorn or glass that caused it before you put everything back together.";
+const FOOTBALL: &str = "The home side dominated the first half, pressing high and winning the ball back within \
+seconds of losing it. Their striker opened the scoring with a header from a corner, and the visitors, who had not \
+conceded at home all season, looked rattled. After the break the coach switched to a back five, the game slowed \
+down, and a late penalty sealed a two-goal win that takes them top of the table on goal difference.";
+
 fn bench(c: &mut Criterion) {
     let detector = std::sync::Arc::new(
         CanonicalDetector::load(&DetectorConfig::default()).expect("models: run scripts/fetch_models.sh"),
     );
-    // The same head without canonical views and short spans.
+    // The same head without canonical views, short spans and topic segments.
     let plain = EmbeddingDetector::load(&DetectorConfig {
         span_sentences: Some(0),
+        segments: None,
         ..DetectorConfig::default()
     })
     .expect("plain detector");
@@ -58,6 +73,8 @@ fn bench(c: &mut Criterion) {
         .expect("protector");
     let long: String = std::iter::repeat_n(RESPONSE, 8).collect::<Vec<_>>().join("\n\n"); // ~1,000 words
     let batch: Vec<String> = (0..16).map(|i| format!("{i}. {RESPONSE}")).collect();
+    // ~1,000 words on four topics in one paragraph: the default detector also reads its topic segments.
+    let one_paragraph = [RESPONSE, BREAD, BICYCLE, FOOTBALL].repeat(2).join(" ");
 
     let mut g = c.benchmark_group("one response (~120 words)");
     g.sample_size(20).measurement_time(Duration::from_secs(8));
@@ -104,6 +121,24 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             protector
                 .guard(None, "Tell me about tomatoes", black_box(&long))
+                .unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("long response, one paragraph (~1,000 words, topic segments)");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.bench_function("plain detector score", |b| {
+        b.iter(|| {
+            plain
+                .score(black_box(DetectionInput::response(&one_paragraph)))
+                .unwrap()
+        })
+    });
+    g.bench_function("protector guard", |b| {
+        b.iter(|| {
+            protector
+                .guard(None, "Tell me about a few hobbies", black_box(&one_paragraph))
                 .unwrap()
         })
     });

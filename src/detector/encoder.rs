@@ -78,22 +78,40 @@ pub struct WeightDelta {
 impl WeightDelta {
     /// Adds every difference to `base`; a name the base lacks, or a shape that differs, is an error.
     pub fn apply(&self, base: &mut HashMap<String, Tensor>, what: &str) -> Result<()> {
-        for (name, diff) in &self.tensors {
-            let tensor = base.get(name).ok_or_else(|| Error::BadWeights {
-                what: what.to_string(),
-                reason: format!("the weight delta names `{name}`, which the base model lacks"),
-            })?;
-            if tensor.dims() != diff.dims() {
-                return Err(Error::ShapeMismatch {
-                    what: format!("{what}: weight delta `{name}`"),
-                    expected: format!("{:?}", tensor.dims()),
-                    actual: format!("{:?}", diff.dims()),
-                });
+        self.check_names(|name| base.contains_key(name), what)?;
+        for name in self.tensors.keys() {
+            if let Some(tensor) = base.get(name) {
+                let tuned = self.apply_to(name, tensor, what)?;
+                base.insert(name.clone(), tuned);
             }
-            let tuned = (tensor + diff.to_dtype(tensor.dtype())?.to_device(tensor.device())?)?;
-            base.insert(name.clone(), tuned);
         }
         Ok(())
+    }
+
+    /// Every tensor the delta names must exist in the base model ([`Error::BadWeights`] otherwise).
+    fn check_names(&self, base_has: impl Fn(&str) -> bool, what: &str) -> Result<()> {
+        match self.tensors.keys().find(|name| !base_has(name)) {
+            Some(name) => Err(Error::BadWeights {
+                what: what.to_string(),
+                reason: format!("the weight delta names `{name}`, which the base model lacks"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// `tensor` (the base tensor called `name`) plus its difference, if the delta has one.
+    fn apply_to(&self, name: &str, tensor: &Tensor, what: &str) -> Result<Tensor> {
+        let Some(diff) = self.tensors.get(name) else {
+            return Ok(tensor.clone());
+        };
+        if tensor.dims() != diff.dims() {
+            return Err(Error::ShapeMismatch {
+                what: format!("{what}: weight delta `{name}`"),
+                expected: format!("{:?}", tensor.dims()),
+                actual: format!("{:?}", diff.dims()),
+            });
+        }
+        Ok((tensor + diff.to_dtype(tensor.dtype())?.to_device(tensor.device())?)?)
     }
 
     /// The identity of a set of difference tensors: sha256 over their sorted names, shapes and f32 values.
@@ -494,15 +512,11 @@ impl SentenceEncoder {
             checksum::verify_digest(weights_path, weights_sha256.clone(), expected)?;
         }
         let what = weights_path.display().to_string();
-        let mut tensors =
-            candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::from_load(&what, e))?;
+        let relayout = device.is_cpu() && layout == WeightLayout::ForDevice;
+        let tensors = load_tensors(&bytes, device, delta, relayout, &what)?;
         drop(bytes);
         if let Some(delta) = delta {
-            delta.apply(&mut tensors, &what)?;
             weights_sha256 = format!("{weights_sha256}+{}", delta.id);
-        }
-        if device.is_cpu() && layout == WeightLayout::ForDevice {
-            lay_out_linear_weights_for_cpu(&mut tensors).map_err(|e| Error::from_load(&what, e))?;
         }
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let model = BertModel::load(vb, &config).map_err(|e| Error::from_load(&what, e))?;
@@ -888,20 +902,51 @@ pub fn sentence_spans(text: &str, n: usize) -> Vec<&str> {
     spans
 }
 
-/// Stores every linear layer's `(out, in)` weight column-major (the same shape, transposed strides).
+/// The tensors of a safetensors buffer, each with its fine-tuned difference added and, with `relayout`, stored
+/// column-major if it is a linear layer's weight ([`is_linear_weight`]). One tensor at a time, so that no second
+/// copy of the whole model is ever alive: a freed whole-model copy would stay in the allocator's pools, and a
+/// process that loads the rewriter next would hold both.
+fn load_tensors(
+    bytes: &[u8],
+    device: &Device,
+    delta: Option<&WeightDelta>,
+    relayout: bool,
+    what: &str,
+) -> Result<HashMap<String, Tensor>> {
+    use candle_core::safetensors::Load;
+    let file = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::from_load(what, candle_core::Error::from(e)))?;
+    if let Some(delta) = delta {
+        let names = file.names();
+        delta.check_names(|name| names.contains(&name), what)?;
+    }
+    let mut tensors = HashMap::new();
+    for (name, view) in file.tensors() {
+        let mut tensor = view.load(device).map_err(|e| Error::from_load(what, e))?;
+        if let Some(delta) = delta {
+            tensor = delta.apply_to(&name, &tensor, what)?;
+        }
+        if relayout && is_linear_weight(&name, &tensor) {
+            tensor = column_major(&tensor).map_err(|e| Error::from_load(what, e))?;
+        }
+        tensors.insert(name, tensor);
+    }
+    Ok(tensors)
+}
+
+/// A linear layer's `(out, in)` weight: embedding tables are gathered by row, not multiplied, and stay as stored.
+fn is_linear_weight(name: &str, tensor: &Tensor) -> bool {
+    tensor.rank() == 2 && name.ends_with(".weight") && !name.contains("embeddings")
+}
+
+/// The same matrix, stored column-major (the same shape, transposed strides).
 ///
 /// Why: `Linear` multiplies by the weight's transpose. Stored row-major, that transpose reaches candle's CPU matmul
 /// (the `gemm` crate) as a row-major left operand, which `gemm` copies into its packed layout on every call: for a
 /// short window that copy of all 22 M weights costs more than the arithmetic. Column-major, it is read in place.
-/// The values, and therefore the embeddings, are unchanged. Embedding tables are left as they are (they are
-/// gathered by row, not multiplied).
-fn lay_out_linear_weights_for_cpu(tensors: &mut HashMap<String, Tensor>) -> candle_core::Result<()> {
-    for (name, tensor) in tensors.iter_mut() {
-        if tensor.rank() == 2 && name.ends_with(".weight") && !name.contains("embeddings") {
-            *tensor = tensor.t()?.contiguous()?.t()?;
-        }
-    }
-    Ok(())
+/// The values, and therefore the embeddings, are unchanged.
+fn column_major(weight: &Tensor) -> candle_core::Result<Tensor> {
+    weight.t()?.contiguous()?.t()
 }
 
 /// Mean over the tokens the mask keeps, then L2 normalisation (sentence-transformers' Pooling + Normalize).
