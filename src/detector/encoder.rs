@@ -364,8 +364,8 @@ pub struct SentenceEncoder {
 #[serde(rename_all = "snake_case")]
 pub enum WeightLayout {
     /// The layout the device's matmul reads fastest: on the CPU, column-major, so that candle's matmul reads each
-    /// weight in place instead of copying all of them into a packed layout on every call (2.4x faster on a 16-token
-    /// answer, and never slower, on the machine of BENCHMARKS.md); elsewhere as stored.
+    /// weight in place instead of copying all of them into a packed layout on every call (2.9x faster on a 16-token
+    /// answer, and no slower beyond noise on longer ones, on the machine of BENCHMARKS.md); elsewhere as stored.
     #[default]
     ForDevice,
     /// As stored in `model.safetensors` (row-major), for comparison.
