@@ -2,7 +2,7 @@
 //! normalisation (the sentence-transformers recipe), with overlapping token windows so a long response is read whole.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -373,10 +373,10 @@ pub enum WeightLayout {
 }
 
 /// The three files of a sentence-transformers model.
-struct ModelFiles {
-    config: PathBuf,
-    tokenizer: PathBuf,
-    weights: PathBuf,
+struct ModelFiles<'a> {
+    config: &'a Path,
+    tokenizer: &'a Path,
+    weights: &'a Path,
 }
 
 impl std::fmt::Debug for SentenceEncoder {
@@ -440,10 +440,15 @@ impl SentenceEncoder {
         delta: Option<&WeightDelta>,
         layout: WeightLayout,
     ) -> Result<Self> {
+        let (config, tokenizer, weights) = (
+            source.resolve("config.json")?,
+            source.resolve("tokenizer.json")?,
+            source.resolve("model.safetensors")?,
+        );
         let files = ModelFiles {
-            config: source.resolve("config.json")?,
-            tokenizer: source.resolve("tokenizer.json")?,
-            weights: source.resolve("model.safetensors")?,
+            config: &config,
+            tokenizer: &tokenizer,
+            weights: &weights,
         };
         Self::build(&files, device, windowing, expected_sha256, delta, layout)
     }
@@ -458,9 +463,9 @@ impl SentenceEncoder {
         expected_sha256: Option<&str>,
     ) -> Result<Self> {
         let files = ModelFiles {
-            config: config_path.to_path_buf(),
-            tokenizer: tokenizer_path.to_path_buf(),
-            weights: weights_path.to_path_buf(),
+            config: config_path,
+            tokenizer: tokenizer_path,
+            weights: weights_path,
         };
         Self::build(
             &files,
@@ -473,18 +478,14 @@ impl SentenceEncoder {
     }
 
     fn build(
-        files: &ModelFiles,
+        files: &ModelFiles<'_>,
         device: &Device,
         windowing: Windowing,
         expected_sha256: Option<&str>,
         delta: Option<&WeightDelta>,
         layout: WeightLayout,
     ) -> Result<Self> {
-        let (config_path, tokenizer_path, weights_path) = (
-            files.config.as_path(),
-            files.tokenizer.as_path(),
-            files.weights.as_path(),
-        );
+        let (config_path, tokenizer_path, weights_path) = (files.config, files.tokenizer, files.weights);
         let config_text = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
         let config: BertConfig = serde_json::from_str(&config_text).map_err(|e| Error::BadConfig {
             what: config_path.display().to_string(),
