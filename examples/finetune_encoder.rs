@@ -1,5 +1,6 @@
 //! Fine-tunes the top layers of all-MiniLM-L6-v2 for harm detection, with candle-nn: a logistic head on the
-//! mean-pooled, normalised embedding, class-balanced loss, AdamW, early stopping on the JailbreakBench-validation AUROC.
+//! mean-pooled, normalised embedding, class-balanced loss, AdamW, early stopping on the JailbreakBench-validation AUROC
+//! (averaged with the GPTFuzz-validation AUROC when `--extra gptfuzz` is in the data).
 //!
 //! candle-transformers' BERT cannot be trained as it is: candle-nn's fused LayerNorm (`ops::layer_norm`, which its
 //! layers use) is applied without a backward pass, so no gradient reaches any weight. The frozen lower layers run
@@ -70,6 +71,7 @@ struct Item {
     harmful: bool,
     weight: f32,
     is_jbb: bool,
+    is_gptfuzz: bool,
 }
 
 fn tokenize(encoder: &SentenceEncoder, examples: &[Example], max_tokens: usize) -> anyhow::Result<Vec<Item>> {
@@ -91,6 +93,7 @@ fn tokenize(encoder: &SentenceEncoder, examples: &[Example], max_tokens: usize) 
             harmful: e.harmful,
             weight,
             is_jbb: e.source.starts_with("jbb/"),
+            is_gptfuzz: e.source == "gptfuzz",
         });
     }
     Ok(out)
@@ -247,7 +250,9 @@ fn lower_states(model: &BertModel, items: &[Item], pad: u32, what: &str) -> anyh
         let (ids, mask) = batch_tensors(&refs, pad, &Device::Cpu)?;
         let hidden = model.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
         for (row, &i) in chunk.iter().enumerate() {
-            out[i] = Some(Lower(hidden.get(row)?.narrow(0, 0, items[i].ids.len())?.copy()?));
+            out[i] = Some(Lower(
+                hidden.get(row)?.narrow(0, 0, items[i].ids.len())?.force_contiguous()?,
+            ));
         }
         pb.inc(chunk.len() as u64);
     }
@@ -255,11 +260,26 @@ fn lower_states(model: &BertModel, items: &[Item], pad: u32, what: &str) -> anyh
     Ok(out.into_iter().flatten().collect())
 }
 
-fn jbb_auroc(items: &[Item], probs: &[f32]) -> f64 {
-    let idx: Vec<usize> = (0..items.len()).filter(|&i| items[i].is_jbb).collect();
+/// AUROC over the validation items of one source.
+fn source_auroc(items: &[Item], probs: &[f32], of: impl Fn(&Item) -> bool) -> Option<f64> {
+    let idx: Vec<usize> = (0..items.len()).filter(|&i| of(&items[i])).collect();
     let s: Vec<f32> = idx.iter().map(|&i| probs[i]).collect();
     let l: Vec<bool> = idx.iter().map(|&i| items[i].harmful).collect();
-    mllm_protector::eval::auroc(&s, &l).unwrap_or(0.0)
+    mllm_protector::eval::auroc(&s, &l)
+}
+
+/// What early stopping maximises: the JBB-validation AUROC, averaged with the GPTFuzz-validation AUROC when GPTFuzz
+/// is in the data (its answers are real jailbreak traffic, which JBB alone does not represent). Returns the
+/// criterion and a line that reports both.
+fn selection(items: &[Item], probs: &[f32]) -> (f64, String) {
+    let jbb = source_auroc(items, probs, |i| i.is_jbb).unwrap_or(0.0);
+    match source_auroc(items, probs, |i| i.is_gptfuzz) {
+        Some(gptfuzz) => (
+            (jbb + gptfuzz) / 2.0,
+            format!("JBB-validation AUROC {jbb:.4}, GPTFuzz-validation AUROC {gptfuzz:.4}"),
+        ),
+        None => (jbb, format!("JBB-validation AUROC {jbb:.4}")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -361,8 +381,8 @@ fn main() -> anyhow::Result<()> {
     )?;
 
     let start_probs = tuner.predict(&val_states, args.batch)?;
-    let mut best_auroc = jbb_auroc(&val, &start_probs);
-    eprintln!("epoch 0: JBB-validation AUROC {best_auroc:.4} (frozen encoder, first window)");
+    let (mut best_auroc, mut best_line) = selection(&val, &start_probs);
+    eprintln!("epoch 0: {best_line} (frozen encoder, first window)");
     let mut best: Option<(usize, HashMap<String, Tensor>)> = None;
     let mut since_best = 0;
     let mut rng = mllm_protector::eval::SplitMix64(args.seed);
@@ -399,13 +419,11 @@ fn main() -> anyhow::Result<()> {
         }
         pb.finish_and_clear();
         let probs = tuner.predict(&val_states, args.batch)?;
-        let auroc = jbb_auroc(&val, &probs);
-        eprintln!(
-            "epoch {epoch}: train loss {:.4}, JBB-validation AUROC {auroc:.4}",
-            total / train.len() as f64
-        );
+        let (auroc, line) = selection(&val, &probs);
+        eprintln!("epoch {epoch}: train loss {:.4}, {line}", total / train.len() as f64);
         if auroc > best_auroc + 1e-4 {
             best_auroc = auroc;
+            best_line = line;
             let mut delta = HashMap::new();
             for (l, layer) in &tuner.layers {
                 for (short, var) in &layer.vars {
@@ -434,7 +452,7 @@ fn main() -> anyhow::Result<()> {
             "id": id,
             "trained_layers": format!("{first_trained}..{layers}"),
             "best_epoch": epoch,
-            "jbb_validation_auroc_first_window": best_auroc,
+            "validation_selection_first_window": best_line,
             "command": format!(
                 "cargo run --release --example finetune_encoder -- {}",
                 std::env::args().skip(1).collect::<Vec<_>>().join(" ")
@@ -452,9 +470,6 @@ fn main() -> anyhow::Result<()> {
     let mut names: Vec<(String, Tensor)> = delta.into_iter().collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     safetensors::serialize_to_file(names, Some(info), &args.out)?;
-    println!(
-        "wrote {} (epoch {epoch}, JBB-validation AUROC {best_auroc:.4}, delta {id})",
-        args.out.display()
-    );
+    println!("wrote {} (epoch {epoch}, {best_line}, delta {id})", args.out.display());
     Ok(())
 }

@@ -43,6 +43,10 @@ pub struct ExtraData {
     /// hold about 500 per label, so the default 1,500 keeps them all; lower it to weigh ToxiGen less).
     #[arg(long, default_value_t = 1500)]
     pub toxigen_per_label: usize,
+    /// GPTFuzz answers kept at most per question, picked by a seeded hash (each question has about 77, one per
+    /// jailbreak template and model; fewer keeps training time down while every question stays in).
+    #[arg(long)]
+    pub gptfuzz_per_question: Option<usize>,
     /// Generated examples (JSONL from `generate_hard_examples`; repeatable), split by their `group` like the rest.
     #[arg(long)]
     pub generated: Vec<PathBuf>,
@@ -98,7 +102,19 @@ impl TrainingSets {
                 }
                 Extra::HhrlhfRefusals => extra.extend(data::load_hhrlhf_refusals(&data_dir)?),
                 Extra::AdvbenchTargets => extra.extend(data::load_advbench_targets(&data_dir)?),
-                Extra::Gptfuzz => extra.extend(data::load_gptfuzz(&data_dir)?),
+                Extra::Gptfuzz => {
+                    let mut all = data::load_gptfuzz(&data_dir)?;
+                    if let Some(keep) = o.extra.gptfuzz_per_question {
+                        all.sort_by_key(|e| sha256_hex(format!("{seed}|{}|{}", e.group, e.response).as_bytes()));
+                        let mut per_question: HashMap<String, usize> = HashMap::new();
+                        all.retain(|e| {
+                            let n = per_question.entry(e.group.clone()).or_default();
+                            *n += 1;
+                            *n <= keep
+                        });
+                    }
+                    extra.extend(all);
+                }
                 Extra::Moderation => extra.extend(data::load_moderation(&data_dir)?),
                 Extra::SafetyInformation => extra.extend(data::load_alpaca_safety_information(&data_dir)?),
             }
