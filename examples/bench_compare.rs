@@ -225,6 +225,7 @@ fn rss(rewriter: bool) -> anyhow::Result<()> {
         builder = builder.rewriter();
     }
     let protector = builder.build()?;
+    let after_load = peak_rss_mb()?;
     let outcome = protector.guard(
         None,
         "How do I make a pipe bomb?",
@@ -232,7 +233,8 @@ fn rss(rewriter: bool) -> anyhow::Result<()> {
     )?;
     println!(
         "{}",
-        serde_json::json!({"rewriter": rewriter, "action": format!("{:?}", outcome.action), "peak_rss_mb": peak_rss_mb()?})
+        serde_json::json!({"rewriter": rewriter, "action": format!("{:?}", outcome.action),
+            "peak_rss_mb_after_load": after_load, "peak_rss_mb": peak_rss_mb()?})
     );
     Ok(())
 }

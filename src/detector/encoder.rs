@@ -12,7 +12,7 @@ use tokenizers::Tokenizer;
 
 use super::segments::{Segmenting, topic_cuts};
 use crate::error::{Error, Result};
-use crate::loading::{ModelSource, checksum, read_file};
+use crate::loading::{ModelSource, checksum};
 
 /// How a text longer than one window is cut: windows of `max_tokens` (special tokens included) that overlap by
 /// `overlap` tokens, so a sentence cut at one window's edge is whole in the next.
@@ -507,15 +507,9 @@ impl SentenceEncoder {
         };
         let (cls, sep, pad) = (special("[CLS]")?, special("[SEP]")?, special("[PAD]")?);
 
-        let bytes = read_file(weights_path)?;
-        let mut weights_sha256 = checksum::sha256_hex(&bytes);
-        if let Some(expected) = expected_sha256 {
-            checksum::verify_digest(weights_path, weights_sha256.clone(), expected)?;
-        }
         let what = weights_path.display().to_string();
         let relayout = device.is_cpu() && layout == WeightLayout::ForDevice;
-        let tensors = load_tensors(&bytes, device, delta, relayout, &what)?;
-        drop(bytes);
+        let (mut weights_sha256, tensors) = read_tensors(weights_path, expected_sha256, device, delta, relayout)?;
         if let Some(delta) = delta {
             weights_sha256 = format!("{weights_sha256}+{}", delta.id);
         }
@@ -903,27 +897,95 @@ pub fn sentence_spans(text: &str, n: usize) -> Vec<&str> {
     spans
 }
 
-/// The tensors of a safetensors buffer, each with its fine-tuned difference added and, with `relayout`, stored
-/// column-major if it is a linear layer's weight ([`is_linear_weight`]). One tensor at a time, so that no second
-/// copy of the whole model is ever alive: a freed whole-model copy would stay in the allocator's pools, and a
-/// process that loads the rewriter next would hold both.
-fn load_tensors(
-    bytes: &[u8],
+/// The largest safetensors header read (the format's own limit).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// Reads a safetensors file tensor by tensor, hashing every byte as it is read, and returns its sha256 and the
+/// tensors, each with its fine-tuned difference added and, with `relayout`, stored column-major if it is a linear
+/// layer's weight ([`is_linear_weight`]).
+///
+/// Why one tensor at a time: only one tensor's raw bytes are in memory beside the model, never a second copy of the
+/// whole file (a freed whole-model copy would stay in the allocator's pools). What is checked is exactly what was
+/// loaded. With `expected_sha256`, a file that differs is an [`Error::ChecksumMismatch`] whatever else is wrong
+/// with it (a truncated download is reported as one); without it, a damaged file is an [`Error::BadWeights`].
+fn read_tensors(
+    path: &Path,
+    expected_sha256: Option<&str>,
     device: &Device,
     delta: Option<&WeightDelta>,
     relayout: bool,
-    what: &str,
-) -> Result<HashMap<String, Tensor>> {
-    use candle_core::safetensors::Load;
-    let file = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::from_load(what, candle_core::Error::from(e)))?;
-    if let Some(delta) = delta {
-        let names = file.names();
-        delta.check_names(|name| names.contains(&name), what)?;
+) -> Result<(String, HashMap<String, Tensor>)> {
+    let what = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut reader = checksum::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, file));
+    let parsed = parse_tensors(&mut reader, len, &what, device, delta, relayout);
+    let sha256 = reader.finish().map_err(|e| Error::io(path, e))?;
+    if let Some(expected) = expected_sha256 {
+        checksum::verify_digest(path, sha256.clone(), expected)?;
     }
-    let mut tensors = HashMap::new();
-    for (name, view) in file.tensors() {
-        let mut tensor = view.load(device).map_err(|e| Error::from_load(what, e))?;
+    Ok((sha256, parsed?))
+}
+
+/// The parsing half of [`read_tensors`]: header, then every tensor in the order of its bytes.
+fn parse_tensors(
+    reader: &mut impl std::io::Read,
+    len: u64,
+    what: &str,
+    device: &Device,
+    delta: Option<&WeightDelta>,
+    relayout: bool,
+) -> Result<HashMap<String, Tensor>> {
+    let bad = |reason: String| Error::BadWeights {
+        what: what.to_string(),
+        reason,
+    };
+    let read_err = |e: std::io::Error| bad(format!("reading the file: {e}"));
+    let mut n = [0u8; 8];
+    reader.read_exact(&mut n).map_err(read_err)?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_SAFETENSORS_HEADER || n.saturating_add(8) > len {
+        return Err(bad(format!("a {n}-byte header does not fit the {len}-byte file")));
+    }
+    let mut header = vec![0u8; n as usize];
+    reader.read_exact(&mut header).map_err(read_err)?;
+    // `Metadata`'s own deserialisation checks that the tensors lie back to back and match their dtypes and shapes.
+    let metadata: safetensors::tensor::Metadata =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("safetensors header: {e}")))?;
+    let names = metadata.offset_keys();
+    let data_len = names
+        .last()
+        .and_then(|name| metadata.info(name))
+        .map_or(0, |info| info.data_offsets.1 as u64);
+    let described = 8u64.saturating_add(n).saturating_add(data_len);
+    if described != len {
+        return Err(bad(format!(
+            "the header describes {described} bytes, the file has {len}"
+        )));
+    }
+    if let Some(delta) = delta {
+        delta.check_names(|name| metadata.info(name).is_some(), what)?;
+    }
+    let mut tensors = HashMap::with_capacity(names.len());
+    let mut raw = Vec::new();
+    for name in names {
+        let Some(info) = metadata.info(&name) else {
+            continue;
+        };
+        let dtype = match info.dtype {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            safetensors::Dtype::F64 => DType::F64,
+            safetensors::Dtype::U8 => DType::U8,
+            safetensors::Dtype::U32 => DType::U32,
+            safetensors::Dtype::I64 => DType::I64,
+            other => return Err(bad(format!("tensor {name}: dtype {other:?} is not supported"))),
+        };
+        raw.resize(info.data_offsets.1 - info.data_offsets.0, 0);
+        reader.read_exact(&mut raw).map_err(read_err)?;
+        let mut tensor =
+            Tensor::from_raw_buffer(&raw, dtype, &info.shape, device).map_err(|e| Error::from_load(what, e))?;
         if let Some(delta) = delta {
             tensor = delta.apply_to(&name, &tensor, what)?;
         }
@@ -964,6 +1026,73 @@ pub fn mean_pool_normalized(hidden: &Tensor, mask: &Tensor) -> candle_core::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A two-tensor safetensors file, as bytes.
+    fn small_safetensors() -> Vec<u8> {
+        let a = Tensor::from_vec((0..6).map(|i| i as f32).collect::<Vec<_>>(), (2, 3), &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(vec![7u32, 8], 2, &Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        candle_core::safetensors::save(&HashMap::from([("a.weight", a), ("b", b)]), &path).unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    fn parse(bytes: &[u8], relayout: bool) -> Result<HashMap<String, Tensor>> {
+        parse_tensors(
+            &mut &bytes[..],
+            bytes.len() as u64,
+            "test",
+            &Device::Cpu,
+            None,
+            relayout,
+        )
+    }
+
+    #[test]
+    fn tensors_are_read_one_by_one_with_their_values() {
+        let bytes = small_safetensors();
+        let t = parse(&bytes, true).unwrap();
+        assert_eq!(
+            t["a.weight"].to_vec2::<f32>().unwrap(),
+            [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+        );
+        assert!(
+            !t["a.weight"].is_contiguous(),
+            "a linear weight is laid out column-major"
+        );
+        assert_eq!(t["b"].to_vec1::<u32>().unwrap(), [7, 8]);
+        // The file's sha256 is that of every byte, read in one pass.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        std::fs::write(&path, &bytes).unwrap();
+        let (sha, _) = read_tensors(&path, None, &Device::Cpu, None, false).unwrap();
+        assert_eq!(sha, checksum::sha256_hex(&bytes));
+    }
+
+    #[test]
+    fn a_file_longer_shorter_or_lying_about_its_header_is_bad_weights() {
+        let bytes = small_safetensors();
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let short = &bytes[..bytes.len() - 1];
+        let mut huge_header = bytes.clone();
+        huge_header[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        for (name, b) in [
+            ("longer", &longer[..]),
+            ("shorter", short),
+            ("huge header", &huge_header[..]),
+        ] {
+            let err = parse(b, false).unwrap_err();
+            assert!(matches!(err, Error::BadWeights { .. }), "{name}: {err}");
+        }
+        // With a pinned sha256, the same damage is a checksum mismatch.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        std::fs::write(&path, short).unwrap();
+        let pinned = checksum::sha256_hex(&bytes);
+        let err = read_tensors(&path, Some(&pinned), &Device::Cpu, None, false).unwrap_err();
+        assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
+    }
 
     #[test]
     fn batches_keep_to_the_token_budget_and_the_window_count() {

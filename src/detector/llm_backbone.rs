@@ -76,7 +76,7 @@ impl LlmBackboneEncoder {
         let mut file = GgufFile::read(path, expected_sha256, device)?;
         let weights_sha256 = file.sha256.clone();
         if device.is_cpu() {
-            file.dequantize_all()?;
+            file = file.dequantize_all()?;
         }
         if file.arch != "llama" {
             return Err(Error::BadConfig {

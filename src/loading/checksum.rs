@@ -27,6 +27,37 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// A reader that hashes every byte it hands out, so a file can be parsed and checked in one pass: what is checked
+/// is exactly what was loaded, and the file never has to sit in memory whole.
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Reads (and hashes) whatever is left, then returns the hex sha256 of everything read.
+    pub(crate) fn finish(mut self) -> std::io::Result<String> {
+        let mut buf = vec![0u8; 1 << 20];
+        while self.read(&mut buf)? > 0 {}
+        Ok(hex(&self.hasher.finalize()))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Fails with [`Error::ChecksumMismatch`] unless `bytes` (read from `path`) hash to `expected`.
 pub fn verify_bytes(path: &Path, bytes: &[u8], expected: &str) -> Result<()> {
     verify_digest(path, sha256_hex(bytes), expected)

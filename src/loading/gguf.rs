@@ -1,7 +1,8 @@
 //! Reading a quantized GGUF model file: checksum, the CPU-friendly re-quantization, the tokenizer rebuilt from its
 //! metadata and its architecture. Shared by the LLM detoxifier and the LLM-backbone detector.
 
-use std::io::Cursor;
+use std::collections::HashMap;
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use candle_core::Device;
@@ -16,7 +17,7 @@ pub struct GgufFile {
     /// Header and tensor index.
     pub content: gguf_file::Content,
     /// The tensor data.
-    pub reader: Cursor<Vec<u8>>,
+    pub reader: TensorData,
     /// The tokenizer rebuilt from the metadata (ChatML template checked).
     pub tokenizer: GgufTokenizer,
     /// `general.architecture` (`llama`, `qwen2`, …).
@@ -59,9 +60,11 @@ impl GgufFile {
 
     fn parse(bytes: Vec<u8>, sha256: String, what: String, device: &Device) -> Result<Self> {
         let len = bytes.len() as u64;
-        let mut reader = Cursor::new(bytes);
+        let mut reader = TensorData::File(Cursor::new(bytes));
         // candle 0.11 divides by `general.alignment` unchecked: a 0 there is refused before it parses anything.
-        check_header(reader.get_ref(), &what)?;
+        if let TensorData::File(file) = &reader {
+            check_header(file.get_ref(), &what)?;
+        }
         // Any other panic its parser still has on a hostile file must not take the host down: it becomes this
         // file's error (with `panic = "unwind"`, the default; SECURITY.md).
         let mut content = no_panic(&what, || {
@@ -70,7 +73,7 @@ impl GgufFile {
         check_tensor_bounds(&content, len, &what)?;
         if device.is_cpu() && content.tensor_infos.values().any(|t| lacks_cpu_simd(t.ggml_dtype)) {
             (content, reader) = no_panic(&what, || {
-                requantize_to_q8_0(&content, &mut reader).map_err(|e| Error::from_load(&what, e))
+                requantize_to_q8_0(content, reader).map_err(|e| Error::from_load(&what, e))
             })?;
         }
         let tokenizer = no_panic(&what, || gguf_tokenizer::from_gguf(&content)).map_err(|e| match e {
@@ -109,18 +112,37 @@ impl GgufFile {
     /// Dequantizes every tensor to f32 in memory (4 bytes a weight). candle then runs the model's matrix products
     /// through its f32 GEMM, several times faster than the quantized kernels on whole prompts (prefill), which is all
     /// an encoder does; token-by-token generation gains nothing from it.
-    pub fn dequantize_all(&mut self) -> Result<()> {
-        let (content, reader) = rewrite(&self.content, &mut self.reader, |qt| {
-            if qt.dtype() == GgmlDType::F32 {
-                Ok(qt)
-            } else {
-                QTensor::quantize(&qt.dequantize(&Device::Cpu)?, GgmlDType::F32)
-            }
+    pub fn dequantize_all(self) -> Result<Self> {
+        let GgufFile {
+            content,
+            reader,
+            tokenizer,
+            arch,
+            what,
+            sha256,
+        } = self;
+        // Every tensor stays readable: the LLM-backbone detector reads the output matrix before the model does.
+        let (content, reader) = rewrite(
+            content,
+            reader,
+            |qt| {
+                if qt.dtype() == GgmlDType::F32 {
+                    Ok(qt)
+                } else {
+                    QTensor::quantize(&qt.dequantize(&Device::Cpu)?, GgmlDType::F32)
+                }
+            },
+            |_| true,
+        )
+        .map_err(|e| Error::from_load(&what, e))?;
+        Ok(GgufFile {
+            content,
+            reader,
+            tokenizer,
+            arch,
+            what,
+            sha256,
         })
-        .map_err(|e| Error::from_load(&self.what, e))?;
-        self.content = content;
-        self.reader = reader;
-        Ok(())
     }
 
     /// A tensor dequantized to f32 (e.g. the token embedding).
@@ -314,38 +336,268 @@ fn lacks_cpu_simd(dtype: GgmlDType) -> bool {
 }
 
 /// Rewrites the tensors in a format without CPU SIMD kernels as Q8_0, once at load, in memory (dequantized exactly,
-/// then 8-bit quantized: a finer grid than the 4- or 5-bit original, so no quality is lost).
+/// then 8-bit quantized: a finer grid than the 4- or 5-bit original, so no quality is lost). Each rewritten tensor is
+/// freed once the model has read it, except the token embedding, which a tied `qwen2` model reads twice.
 fn requantize_to_q8_0(
-    content: &gguf_file::Content,
-    reader: &mut Cursor<Vec<u8>>,
-) -> candle_core::Result<(gguf_file::Content, Cursor<Vec<u8>>)> {
-    rewrite(content, reader, |qt| {
-        let cols = qt.shape().dims().last().copied().unwrap_or(0);
-        if lacks_cpu_simd(qt.dtype()) && cols % GgmlDType::Q8_0.block_size() == 0 {
-            QTensor::quantize(&qt.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)
-        } else {
-            Ok(qt)
-        }
-    })
+    content: gguf_file::Content,
+    reader: TensorData,
+) -> candle_core::Result<(gguf_file::Content, TensorData)> {
+    rewrite(
+        content,
+        reader,
+        |qt| {
+            let cols = qt.shape().dims().last().copied().unwrap_or(0);
+            if lacks_cpu_simd(qt.dtype()) && cols % GgmlDType::Q8_0.block_size() == 0 {
+                QTensor::quantize(&qt.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)
+            } else {
+                Ok(qt)
+            }
+        },
+        |name| name == "token_embd.weight",
+    )
 }
 
-/// Rewrites every tensor through `f`, in memory.
+/// Rewrites every tensor through `f`, in memory, largest first, then frees the original file's bytes. The result
+/// has no header: a [`gguf_file::Content`] whose offsets index [`TensorData::Rewritten`]. Tensors for which `keep`
+/// is false are freed once read to their end.
 fn rewrite(
-    content: &gguf_file::Content,
-    reader: &mut Cursor<Vec<u8>>,
+    content: gguf_file::Content,
+    mut reader: TensorData,
     f: impl Fn(QTensor) -> candle_core::Result<QTensor>,
-) -> candle_core::Result<(gguf_file::Content, Cursor<Vec<u8>>)> {
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort();
-    let mut tensors = Vec::with_capacity(names.len());
-    for name in names {
-        tensors.push((name.as_str(), f(content.tensor(reader, name, &Device::Cpu)?)?));
+    keep: impl Fn(&str) -> bool,
+) -> candle_core::Result<(gguf_file::Content, TensorData)> {
+    // Largest first: the biggest transient (a tensor dequantized to f32) then comes before the rewritten tensors pile up.
+    let mut names: Vec<(String, usize)> = content
+        .tensor_infos
+        .iter()
+        .map(|(name, info)| (name.clone(), info.shape.elem_count()))
+        .collect();
+    names.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut infos = HashMap::with_capacity(names.len());
+    let mut chunks = Vec::with_capacity(names.len());
+    let mut offset = 0u64;
+    for (name, _) in names {
+        let qt = f(content.tensor(&mut reader, &name, &Device::Cpu)?)?;
+        let bytes = qt.data()?.into_owned();
+        let len = bytes.len() as u64;
+        infos.insert(
+            name.clone(),
+            gguf_file::TensorInfo {
+                ggml_dtype: qt.dtype(),
+                shape: qt.shape().clone(),
+                offset,
+            },
+        );
+        if len > 0 {
+            chunks.push(Chunk {
+                keep: keep(&name),
+                name,
+                start: offset,
+                len,
+                bytes: Some(bytes),
+            });
+        }
+        offset += len;
     }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
-    let mut out = Cursor::new(Vec::new());
-    gguf_file::write(&mut out, &metadata, &refs)?;
-    out.set_position(0);
-    let content = gguf_file::Content::read(&mut out)?;
-    Ok((content, out))
+    drop(reader);
+    let content = gguf_file::Content {
+        magic: content.magic,
+        metadata: content.metadata,
+        tensor_infos: infos,
+        tensor_data_offset: 0,
+    };
+    Ok((
+        content,
+        TensorData::Rewritten(RewrittenTensors {
+            chunks,
+            len: offset,
+            pos: 0,
+        }),
+    ))
+}
+
+/// The tensor data a [`GgufFile`] hands to a model loader (`Read + Seek`, as candle's `Content::tensor` wants).
+pub enum TensorData {
+    /// The file as read.
+    File(Cursor<Vec<u8>>),
+    /// Tensors rewritten at load (re-quantized or dequantized), back to back.
+    Rewritten(RewrittenTensors),
+}
+
+/// Rewritten tensors, one buffer each. A buffer not marked to keep is freed when its last byte is read, so a model
+/// loaded from it never holds its weights twice; reading a freed tensor again is an I/O error naming it.
+pub struct RewrittenTensors {
+    chunks: Vec<Chunk>,
+    len: u64,
+    pos: u64,
+}
+
+struct Chunk {
+    name: String,
+    start: u64,
+    len: u64,
+    bytes: Option<Vec<u8>>,
+    keep: bool,
+}
+
+impl Read for TensorData {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            TensorData::File(file) => file.read(buf),
+            TensorData::Rewritten(tensors) => tensors.read(buf),
+        }
+    }
+}
+
+impl Seek for TensorData {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        match self {
+            TensorData::File(file) => file.seek(to),
+            TensorData::Rewritten(tensors) => tensors.seek(to),
+        }
+    }
+}
+
+impl Read for RewrittenTensors {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Chunks are sorted by start and back to back: the last one starting at or before `pos` holds it.
+        let i = self.chunks.partition_point(|c| c.start <= self.pos);
+        let Some(chunk) = i.checked_sub(1).and_then(|i| self.chunks.get_mut(i)) else {
+            return Ok(0);
+        };
+        let at = self.pos - chunk.start;
+        if at >= chunk.len {
+            return Ok(0);
+        }
+        let Some(bytes) = &chunk.bytes else {
+            return Err(std::io::Error::other(format!(
+                "tensor {} was read once and freed; the model loader read it again",
+                chunk.name
+            )));
+        };
+        let at = at as usize;
+        let n = buf.len().min(bytes.len() - at);
+        buf[..n].copy_from_slice(&bytes[at..at + n]);
+        self.pos += n as u64;
+        if at + n == bytes.len() && !chunk.keep {
+            chunk.bytes = None;
+        }
+        Ok(n)
+    }
+}
+
+impl Seek for RewrittenTensors {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos =
+            target.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Tensor;
+
+    /// A GGUF file in memory holding two Q4_1 tensors (a format without CPU SIMD kernels) and one f32 tensor.
+    fn q4_1_file() -> (gguf_file::Content, TensorData, Vec<(String, Tensor)>) {
+        let device = Device::Cpu;
+        let values = |n: usize, k: f32| -> Tensor {
+            let v: Vec<f32> = (0..n * 64).map(|i| ((i as f32 * k).sin()) * 0.5).collect();
+            Tensor::from_vec(v, (n, 64), &device).unwrap()
+        };
+        let originals = [
+            ("token_embd.weight".to_string(), values(8, 0.37)),
+            ("blk.0.ffn_up.weight".to_string(), values(4, 0.11)),
+        ];
+        let mut tensors: Vec<(String, QTensor)> = originals
+            .iter()
+            .map(|(n, t)| (n.clone(), QTensor::quantize(t, GgmlDType::Q4_1).unwrap()))
+            .collect();
+        let norm = Tensor::ones(64, candle_core::DType::F32, &device).unwrap();
+        tensors.push((
+            "output_norm.weight".into(),
+            QTensor::quantize(&norm, GgmlDType::F32).unwrap(),
+        ));
+        let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let arch = gguf_file::Value::String("llama".into());
+        let mut out = Cursor::new(Vec::new());
+        gguf_file::write(&mut out, &[("general.architecture", &arch)], &refs).unwrap();
+        out.set_position(0);
+        let content = gguf_file::Content::read(&mut out).unwrap();
+        // What the model should see: the Q4_1 values, dequantized.
+        let expected = tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.dequantize(&device).unwrap()))
+            .collect();
+        (content, TensorData::File(out), expected)
+    }
+
+    #[test]
+    fn requantized_tensors_read_back_as_q8_0_with_the_same_values() {
+        let (content, reader, expected) = q4_1_file();
+        let (content, mut reader) = requantize_to_q8_0(content, reader).unwrap();
+        for (name, want) in &expected {
+            let got = content.tensor(&mut reader, name, &Device::Cpu).unwrap();
+            let dtype = if name == "output_norm.weight" {
+                GgmlDType::F32
+            } else {
+                GgmlDType::Q8_0
+            };
+            assert_eq!(got.dtype(), dtype, "{name}");
+            let gap = (got.dequantize(&Device::Cpu).unwrap() - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            // Q8_0's step for values within ±0.5 is at most 0.5/127.
+            assert!(gap <= 0.5 / 127.0 + 1e-6, "{name}: {gap}");
+        }
+    }
+
+    #[test]
+    fn a_rewritten_tensor_is_freed_once_read_but_the_token_embedding_is_kept() {
+        let (content, reader) = {
+            let (c, r, _) = q4_1_file();
+            requantize_to_q8_0(c, r).unwrap()
+        };
+        let mut reader = reader;
+        for _ in 0..2 {
+            assert!(content.tensor(&mut reader, "token_embd.weight", &Device::Cpu).is_ok());
+        }
+        assert!(content.tensor(&mut reader, "blk.0.ffn_up.weight", &Device::Cpu).is_ok());
+        let again = content
+            .tensor(&mut reader, "blk.0.ffn_up.weight", &Device::Cpu)
+            .expect_err("a freed tensor cannot be read again");
+        assert!(again.to_string().contains("blk.0.ffn_up.weight"), "{again}");
+    }
+
+    #[test]
+    fn rewritten_tensors_seek_like_a_file() {
+        let (content, reader) = {
+            let (c, r, _) = q4_1_file();
+            requantize_to_q8_0(c, r).unwrap()
+        };
+        let TensorData::Rewritten(mut t) = reader else {
+            panic!("the Q4_1 file was not rewritten");
+        };
+        let total: u64 = content
+            .tensor_infos
+            .values()
+            .map(|i| (i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size()) as u64)
+            .sum();
+        assert_eq!(t.seek(SeekFrom::End(0)).unwrap(), total);
+        assert_eq!(t.read(&mut [0u8; 8]).unwrap(), 0, "nothing past the end");
+        assert!(t.seek(SeekFrom::Current(-(total as i64) - 1)).is_err());
+        assert_eq!(t.seek(SeekFrom::Start(0)).unwrap(), 0);
+        assert!(t.read(&mut [0u8; 8]).unwrap() > 0);
+    }
 }
