@@ -60,11 +60,9 @@ impl GgufFile {
 
     fn parse(bytes: Vec<u8>, sha256: String, what: String, device: &Device) -> Result<Self> {
         let len = bytes.len() as u64;
-        let mut reader = TensorData::File(Cursor::new(bytes));
         // candle 0.11 divides by `general.alignment` unchecked: a 0 there is refused before it parses anything.
-        if let TensorData::File(file) = &reader {
-            check_header(file.get_ref(), &what)?;
-        }
+        check_header(&bytes, &what)?;
+        let mut reader = TensorData::File(Cursor::new(bytes));
         // Any other panic its parser still has on a hostile file must not take the host down: it becomes this
         // file's error (with `panic = "unwind"`, the default; SECURITY.md).
         let mut content = no_panic(&what, || {
