@@ -3,7 +3,8 @@
 
 mod common;
 
-use mllm_protector::detector::TextEncoder;
+use mllm_protector::detector::{SentenceEncoder, TextEncoder, WeightLayout, Windowing};
+use mllm_protector::loading::{ModelSource, pins};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -42,6 +43,37 @@ fn matches_sentence_transformers() {
         let c = cosine(a, b);
         assert!(c >= 0.9999, "cosine {c} < 0.9999 for {text:?}");
     }
+}
+
+#[test]
+fn fused_cpu_pass_matches_candle_bert() {
+    // The default CPU forward pass (fused) against candle-transformers' BERT on the same weights, over windows of
+    // many lengths in one batch (the fused pass packs them without padding; candle pads).
+    let load = |layout| {
+        SentenceEncoder::load_with_layout(
+            &ModelSource::Dir(common::minilm_dir()),
+            &candle_core::Device::Cpu,
+            Windowing::default(),
+            Some(pins::MINILM_WEIGHTS_SHA256),
+            None,
+            layout,
+        )
+        .expect("load all-MiniLM-L6-v2")
+    };
+    let (fused, candle) = (load(WeightLayout::ForDevice), load(WeightLayout::CandleBert));
+    let sentence = "Mix the powder with water, then heat it slowly while stirring for ten minutes. ";
+    let texts: Vec<String> = [1, 2, 5, 13, 40].iter().map(|&n| sentence.repeat(n)).collect();
+    let windows: Vec<Vec<u32>> = texts.iter().flat_map(|t| fused.token_windows(t).unwrap()).collect();
+    assert!(windows.iter().any(|w| w.len() == Windowing::default().max_tokens));
+    let a = fused.embed_token_windows(&windows).unwrap().to_vec2::<f32>().unwrap();
+    let b = candle.embed_token_windows(&windows).unwrap().to_vec2::<f32>().unwrap();
+    let worst = a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "largest difference {worst}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use super::fused_bert::FusedBert;
 use super::segments::{Segmenting, topic_cuts};
 use crate::error::{Error, Result};
 use crate::loading::{ModelSource, checksum};
@@ -345,7 +346,7 @@ impl WindowCache {
 
 /// all-MiniLM-L6-v2 (or any BERT sentence-transformer) on candle.
 pub struct SentenceEncoder {
-    model: BertModel,
+    model: Forward,
     tokenizer: Tokenizer,
     device: Device,
     hidden: usize,
@@ -359,17 +360,28 @@ pub struct SentenceEncoder {
     weights_sha256: String,
 }
 
-/// How the encoder's linear-layer weights are laid out in memory. The values are the same either way.
+/// How the encoder's weights are laid out in memory and run. The values, and the embeddings to float rounding, are the
+/// same every way; the two candle variants stay for comparison (BENCHMARKS.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightLayout {
-    /// The layout the device's matmul reads fastest: on the CPU, column-major, so that candle's matmul reads each
-    /// weight in place instead of copying all of them into a packed layout on every call (2.9x faster on a 16-token
-    /// answer, and no slower beyond noise on longer ones, on the machine of BENCHMARKS.md); elsewhere as stored.
+    /// What runs fastest on the device: on the CPU, a fused forward pass (`fused_bert`: weights transposed once for
+    /// the matmul, element-wise work fused and spread over the cores, windows packed without padding); elsewhere
+    /// candle-transformers' BERT with the weights as stored. A model the fused pass does not implement (relative
+    /// positions) runs as [`WeightLayout::CandleBert`].
     #[default]
     ForDevice,
-    /// As stored in `model.safetensors` (row-major), for comparison.
+    /// candle-transformers' BERT with the linear weights column-major on the CPU, so that candle's matmul reads each
+    /// weight in place instead of packing all of them on every call: the CPU path before the fused pass.
+    CandleBert,
+    /// candle-transformers' BERT with the weights as stored in `model.safetensors` (row-major).
     AsStored,
+}
+
+/// The forward pass an encoder runs.
+enum Forward {
+    Fused(FusedBert),
+    Candle(BertModel),
 }
 
 /// The three files of a sentence-transformers model.
@@ -508,13 +520,18 @@ impl SentenceEncoder {
         let (cls, sep, pad) = (special("[CLS]")?, special("[SEP]")?, special("[PAD]")?);
 
         let what = weights_path.display().to_string();
-        let relayout = device.is_cpu() && layout == WeightLayout::ForDevice;
+        let fused = device.is_cpu() && layout == WeightLayout::ForDevice && FusedBert::supports(&config);
+        let relayout = device.is_cpu() && !fused && layout != WeightLayout::AsStored;
         let (mut weights_sha256, tensors) = read_tensors(weights_path, expected_sha256, device, delta, relayout)?;
         if let Some(delta) = delta {
             weights_sha256 = format!("{weights_sha256}+{}", delta.id);
         }
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        let model = BertModel::load(vb, &config).map_err(|e| Error::from_load(&what, e))?;
+        let model = if fused {
+            Forward::Fused(FusedBert::from_tensors(tensors, &config, &what)?)
+        } else {
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+            Forward::Candle(BertModel::load(vb, &config).map_err(|e| Error::from_load(&what, e))?)
+        };
         Ok(SentenceEncoder {
             model,
             tokenizer,
@@ -758,6 +775,10 @@ impl SentenceEncoder {
         // Sorting by length keeps padding (wasted compute) small inside each batch.
         let mut order: Vec<usize> = (0..windows.len()).collect();
         order.sort_by_key(|&i| windows[i].len());
+        let model = match &self.model {
+            Forward::Fused(fused) => return self.embed_fused(fused, windows, &order),
+            Forward::Candle(model) => model,
+        };
         let mut rows: Vec<Option<Tensor>> = vec![None; windows.len()];
         for chunk in token_budget_batches(&order, |i| windows[i].len(), self.batch_size, self.max_batch_tokens) {
             let longest = chunk.iter().map(|&i| windows[i].len()).max().unwrap_or(0);
@@ -774,7 +795,7 @@ impl SentenceEncoder {
             let ids = Tensor::from_vec(ids, shape, &self.device)?;
             let mask = Tensor::from_vec(mask, shape, &self.device)?;
             let token_types = ids.zeros_like()?;
-            let hidden = self.model.forward(&ids, &token_types, Some(&mask))?;
+            let hidden = model.forward(&ids, &token_types, Some(&mask))?;
             let pooled = mean_pool_normalized(&hidden, &mask)?;
             for (row, &i) in chunk.iter().enumerate() {
                 rows[i] = Some(pooled.get(row)?);
@@ -782,6 +803,20 @@ impl SentenceEncoder {
         }
         let rows: Vec<Tensor> = rows.into_iter().flatten().collect();
         Ok(Tensor::stack(&rows, 0)?)
+    }
+
+    /// The fused CPU pass: windows of a batch are packed without padding, so the batches only bound memory.
+    fn embed_fused(&self, fused: &FusedBert, windows: &[Vec<u32>], order: &[usize]) -> Result<Tensor> {
+        let h = self.hidden;
+        let mut out = vec![0.0f32; windows.len() * h];
+        for chunk in token_budget_batches(order, |i| windows[i].len(), self.batch_size, self.max_batch_tokens) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| windows[i].as_slice()).collect();
+            let rows = fused.embed(&batch)?;
+            for (row, &i) in rows.chunks_exact(h).zip(chunk) {
+                out[i * h..(i + 1) * h].copy_from_slice(row);
+            }
+        }
+        Ok(Tensor::from_vec(out, (windows.len(), h), &self.device)?)
     }
 }
 

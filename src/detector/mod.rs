@@ -9,6 +9,7 @@ pub mod canonical;
 pub mod category;
 pub mod context;
 pub mod encoder;
+mod fused_bert;
 pub mod head;
 pub mod llm_backbone;
 pub mod refusal;
