@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Storage, Tensor};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct, PositionEmbeddingType};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
@@ -54,7 +54,9 @@ pub(crate) struct FusedBert {
     activation: HiddenAct,
     vocab: usize,
     max_positions: usize,
-    word: Vec<f32>,
+    /// The word-embedding table, the largest tensor (a third of MiniLM's weights), is read in place from the loaded
+    /// tensor rather than copied, so loading never holds it twice (contiguous f32 on the CPU, checked at load).
+    word: Tensor,
     position: Vec<f32>,
     /// Token type 0's row: every window is one segment.
     token_type: Vec<f32>,
@@ -91,7 +93,11 @@ impl FusedBert {
             prefix,
             what,
         };
-        let word = store.take("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+        let word = store.take_tensor("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+        let word = word.to_dtype(DType::F32)?.contiguous()?;
+        if !word.device().is_cpu() {
+            return Err(Error::Device("the fused forward pass runs on the CPU".into()));
+        }
         let position = store.take(
             "embeddings.position_embeddings.weight",
             &[config.max_position_embeddings, h],
@@ -169,6 +175,16 @@ impl FusedBert {
             return Ok(vec![0.0; windows.len() * h]);
         }
 
+        let (storage, layout) = self.word.storage_and_layout();
+        let word_table: &[f32] = match &*storage {
+            Storage::Cpu(cpu) => &cpu.as_slice::<f32>()?[layout.start_offset()..],
+            _ => return Err(Error::Device("the fused forward pass runs on the CPU".into())),
+        };
+        if word_table.len() < self.vocab * h {
+            return Err(Error::InvalidInput(
+                "internal: word-embedding table shorter than its shape".into(),
+            ));
+        }
         let mut x = vec![0.0f32; total * h];
         let tokens: Vec<(u32, usize)> = windows
             .iter()
@@ -178,7 +194,7 @@ impl FusedBert {
             .zip(tokens.par_iter())
             .with_min_len(ROWS_PER_TASK)
             .for_each(|(row, &(id, pos))| {
-                let word = &self.word[id as usize * h..][..h];
+                let word = &word_table[id as usize * h..][..h];
                 let position = &self.position[pos * h..][..h];
                 for (((v, a), b), c) in row.iter_mut().zip(word).zip(position).zip(&self.token_type) {
                     *v = a + b + c;
@@ -186,6 +202,7 @@ impl FusedBert {
                 layer_norm(row, &self.embedding_norm, self.eps);
             });
 
+        drop(storage);
         let inter = self.layers.first().map_or(0, |l| l.up.outputs);
         let mut qkv = vec![0.0f32; total * 3 * h];
         let mut context = vec![0.0f32; total * h];
@@ -303,6 +320,12 @@ struct Store<'a> {
 impl Store<'_> {
     /// Removes the tensor, checks its shape and copies it out as f32 (row-major).
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let tensor = self.take_tensor(name, shape)?;
+        Ok(tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Removes the tensor and checks its shape.
+    fn take_tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let full = format!("{}{name}", self.prefix);
         let tensor = self.tensors.remove(&full).ok_or_else(|| Error::BadWeights {
             what: self.what.to_string(),
@@ -315,7 +338,7 @@ impl Store<'_> {
                 actual: format!("{:?}", tensor.dims()),
             });
         }
-        Ok(tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(tensor)
     }
 
     fn norm(&mut self, name: &str, h: usize) -> Result<Norm> {
