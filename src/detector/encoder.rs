@@ -344,7 +344,8 @@ impl WindowCache {
     }
 }
 
-/// all-MiniLM-L6-v2 (or any BERT sentence-transformer) on candle.
+/// all-MiniLM-L6-v2 (or any BERT sentence-transformer): a fused forward pass on the CPU, candle-transformers' BERT on
+/// other devices ([`WeightLayout`]).
 pub struct SentenceEncoder {
     model: Forward,
     tokenizer: Tokenizer,
