@@ -239,7 +239,7 @@ impl FusedBert {
             }
             let inv_n = 1.0 / (n.max(1) as f32);
             out.iter_mut().for_each(|o| *o *= inv_n);
-            let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            let norm = sum_of(out, |v| v * v).sqrt().max(1e-12);
             out.iter_mut().for_each(|o| *o /= norm);
         });
         Ok(pooled)
@@ -516,12 +516,18 @@ fn matmul(p: Product, dst: Strided<&mut [f32]>, lhs: Strided<&[f32]>, rhs: Strid
 
 /// A sum in 16 lanes, which the compiler vectorises (a single running float sum cannot be reordered).
 fn sum(values: &[f32]) -> f32 {
+    sum_of(values, |v| v)
+}
+
+/// `Σ f(v)` in 16 lanes (see [`sum`]).
+#[inline(always)]
+fn sum_of(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0.0f32; 16];
     let chunks = values.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().sum();
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
     for chunk in chunks {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
         }
     }
     lanes.iter().sum::<f32>() + tail
@@ -530,15 +536,7 @@ fn sum(values: &[f32]) -> f32 {
 fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
     let n = row.len() as f32;
     let mean = sum(row) / n;
-    let mut lanes = [0.0f32; 16];
-    let chunks = row.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
-    for chunk in chunks {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += (v - mean) * (v - mean);
-        }
-    }
-    let var = (lanes.iter().sum::<f32>() + tail) / n;
+    let var = sum_of(row, |v| (v - mean) * (v - mean)) / n;
     let inv = 1.0 / (var + eps).sqrt();
     for ((v, g), b) in row.iter_mut().zip(&norm.gamma).zip(&norm.beta) {
         *v = (*v - mean) * inv * g + b;
