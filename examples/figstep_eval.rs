@@ -280,7 +280,7 @@ fn benign(dir: &Path, n: usize, font: &Path) -> anyhow::Result<Vec<Item>> {
 
 /// Half of the images, picked by a hash of their id, on which the guard's options are compared.
 fn validation_half(id: &str) -> bool {
-    sha256_hex(id.as_bytes()).as_bytes()[0] % 2 == 0
+    sha256_hex(id.as_bytes()).as_bytes()[0].is_multiple_of(2)
 }
 
 /// What the guard decided for one item, with the scores the option table needs.

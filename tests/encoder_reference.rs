@@ -47,8 +47,10 @@ fn matches_sentence_transformers() {
 
 #[test]
 fn fused_cpu_pass_matches_candle_bert() {
-    // The default CPU forward pass (fused) against candle-transformers' BERT on the same weights, over windows of
-    // many lengths in one batch (the fused pass packs them without padding; candle pads).
+    // The default CPU forward pass (fused, linear weights in f16) against candle-transformers' BERT on the f32
+    // weights, over windows of many lengths in one batch (the fused pass packs them without padding; candle pads).
+    // The difference is f16's rounding of the weights (the fused pass alone, on f16-rounded weights, matches candle
+    // to 1e-5: `detector::fused_bert`'s unit tests).
     let load = |layout| {
         SentenceEncoder::load_with_layout(
             &ModelSource::Dir(common::minilm_dir()),
@@ -73,7 +75,9 @@ fn fused_cpu_pass_matches_candle_bert() {
         .zip(b.iter().flatten())
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
-    assert!(worst < 1e-5, "largest difference {worst}");
+    let least_cosine = a.iter().zip(&b).map(|(x, y)| cosine(x, y)).fold(1.0f32, f32::min);
+    assert!(worst < 5e-4, "largest difference {worst}");
+    assert!(least_cosine > 0.99999, "least cosine {least_cosine}");
 }
 
 #[test]

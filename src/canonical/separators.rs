@@ -151,7 +151,7 @@ fn join_inside(token: &str, min_pieces: usize) -> String {
 fn join_alternating(token: &str, min_pieces: usize) -> Option<String> {
     let chars: Vec<char> = token.chars().collect();
     let sep = *chars.get(1)?;
-    if chars.len() % 2 == 0 || !matches!(sep, '.' | '-' | '_' | '*' | '·' | '•' | '|' | '~') {
+    if chars.len().is_multiple_of(2) || !matches!(sep, '.' | '-' | '_' | '*' | '·' | '•' | '|' | '~') {
         return None;
     }
     let units: Vec<char> = chars.iter().step_by(2).copied().collect();

@@ -16,16 +16,17 @@ use candle_transformers::models::bert::{Config as BertConfig, HiddenAct, Positio
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
+use super::half_dense::{self, HalfMatrix};
 use crate::error::{Error, Result};
 
 /// Token rows per parallel task in element-wise steps: fewer, and a short answer's steps would cost more in
 /// hand-offs between threads than in arithmetic.
 const ROWS_PER_TASK: usize = 32;
 
-/// A linear layer with its weight stored transposed, `(inputs, outputs)` row-major, which the `gemm` crate reads
-/// in place as the right-hand operand.
+/// A linear layer with its weight stored transposed, `(inputs, outputs)` row-major, in f16 (`half_dense`): the
+/// direct kernel reads it in place for few rows; for more, it is widened into f32 for the `gemm` crate.
 struct Dense {
-    weight_t: Vec<f32>,
+    weight_t: HalfMatrix,
     bias: Vec<f32>,
     inputs: usize,
     outputs: usize,
@@ -69,7 +70,7 @@ impl FusedBert {
     pub(crate) fn supports(config: &BertConfig) -> bool {
         matches!(config.position_embedding_type, PositionEmbeddingType::Absolute)
             && config.num_attention_heads > 0
-            && config.hidden_size % config.num_attention_heads == 0
+            && config.hidden_size.is_multiple_of(config.num_attention_heads)
             && config.type_vocab_size > 0
     }
 
@@ -208,20 +209,22 @@ impl FusedBert {
         let mut context = vec![0.0f32; total * h];
         let mut up = vec![0.0f32; total * inter];
         let mut next = vec![0.0f32; total * h];
+        // Widened weights for products too large for the direct kernel, reused from product to product.
+        let mut widened = Vec::new();
         for layer in &self.layers {
-            dense(&x, &layer.qkv, &mut qkv, None)?;
+            dense(&x, &layer.qkv, &mut qkv, None, &mut widened)?;
             self.attention(&qkv, &starts, &mut context)?;
             // x = norm(x + context·W + b): the residual is the product's starting value.
-            dense(&context, &layer.attention_out, &mut next, Some(&x))?;
+            dense(&context, &layer.attention_out, &mut next, Some(&x), &mut widened)?;
             std::mem::swap(&mut x, &mut next);
             x.par_chunks_mut(h)
                 .with_min_len(ROWS_PER_TASK)
                 .for_each(|row| layer_norm(row, &layer.attention_norm, self.eps));
-            dense(&x, &layer.up, &mut up, None)?;
+            dense(&x, &layer.up, &mut up, None, &mut widened)?;
             let activation = self.activation;
             up.par_chunks_mut(ROWS_PER_TASK * h)
                 .for_each(|chunk| activate(chunk, activation));
-            dense(&up, &layer.down, &mut next, Some(&x))?;
+            dense(&up, &layer.down, &mut next, Some(&x), &mut widened)?;
             std::mem::swap(&mut x, &mut next);
             x.par_chunks_mut(h)
                 .with_min_len(ROWS_PER_TASK)
@@ -370,7 +373,10 @@ impl Store<'_> {
             bias.extend(self.take(&format!("{name}.bias"), &[outputs])?);
         }
         Ok(Dense {
-            weight_t,
+            weight_t: HalfMatrix::from_f32(&weight_t, inputs, width).map_err(|e| Error::BadWeights {
+                what: self.what.to_string(),
+                reason: format!("{}: {e}", names.join(", ")),
+            })?,
             bias,
             inputs,
             outputs: width,
@@ -378,8 +384,14 @@ impl Store<'_> {
     }
 }
 
-/// `out = input · W + b (+ residual)`, for `input` of `rows × inputs`.
-fn dense(input: &[f32], layer: &Dense, out: &mut [f32], residual: Option<&[f32]>) -> Result<()> {
+/// `out = input · W + b (+ residual)`, for `input` of `rows × inputs`; `widened` is scratch for the weights in f32.
+fn dense(
+    input: &[f32],
+    layer: &Dense,
+    out: &mut [f32],
+    residual: Option<&[f32]>,
+    widened: &mut Vec<f32>,
+) -> Result<()> {
     let rows = input.len() / layer.inputs;
     let width = layer.outputs;
     let out = &mut out[..rows * width];
@@ -398,6 +410,10 @@ fn dense(input: &[f32], layer: &Dense, out: &mut [f32], residual: Option<&[f32]>
             .with_min_len(ROWS_PER_TASK)
             .for_each(|row| row.copy_from_slice(&layer.bias)),
     }
+    if half_dense::direct_applies(rows) {
+        return half_dense::accumulate_direct(input, &layer.weight_t, out);
+    }
+    layer.weight_t.widen_into(widened);
     let shape = Product {
         m: rows,
         n: width,
@@ -410,7 +426,7 @@ fn dense(input: &[f32], layer: &Dense, out: &mut [f32], residual: Option<&[f32]>
         shape,
         Strided::new(out, width, 1),
         Strided::read(input, layer.inputs, 1),
-        Strided::read(&layer.weight_t, width, 1),
+        Strided::read(widened, width, 1),
     )
 }
 
@@ -739,7 +755,11 @@ mod tests {
             .map(|(name, shape)| {
                 let n: usize = shape.iter().product();
                 let gain = if name.contains("LayerNorm.weight") { 1.0 } else { 0.0 };
-                let values: Vec<f32> = (0..n).map(|_| gain + (rng.next_f32() - 0.5) * 0.8).collect();
+                let mut values: Vec<f32> = (0..n).map(|_| gain + (rng.next_f32() - 0.5) * 0.8).collect();
+                // Linear weights as the fused pass holds them (f16), so both models compute on the same numbers.
+                if shape.len() == 2 && name.starts_with("encoder.") {
+                    values.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+                }
                 (
                     format!("{prefix}{name}"),
                     Tensor::from_vec(values, shape, &dev).unwrap(),
@@ -780,12 +800,16 @@ mod tests {
             let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
             let model = BertModel::load(vb, &config).unwrap();
             let fused = FusedBert::from_tensors(weights, &config, "tiny").unwrap();
-            let windows: Vec<Vec<u32>> = vec![
+            let mut windows: Vec<Vec<u32>> = vec![
                 vec![1, 5, 9, 2],
                 vec![1, 7, 3, 3, 11, 40, 2, 8, 9, 13, 2],
                 vec![1, 2],
                 vec![1, 49, 48, 47, 46, 45, 44, 2],
             ];
+            if prefix.is_empty() {
+                // Past `half_dense::DIRECT_ROWS` tokens in all: the products widen the weights for `gemm`.
+                windows.extend((0..60u32).map(|i| (0..30).map(|t| (i * 7 + t * 3) % 50).collect()));
+            }
             let refs: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
             let expected = candle_embeddings(&model, &refs, config.hidden_size);
             let got = fused.embed(&refs).unwrap();
@@ -815,6 +839,14 @@ mod tests {
         let long = vec![1u32; 33];
         assert!(matches!(fused.embed(&[&long]), Err(Error::InvalidInput(_))));
         assert_eq!(fused.embed(&[]).unwrap().len(), 0);
+
+        let mut weights = tiny_weights(&config, "");
+        let big = Tensor::full(1e6f32, (16, 16), &Device::Cpu).unwrap();
+        weights.insert("encoder.layer.0.attention.self.key.weight".into(), big);
+        assert!(matches!(
+            FusedBert::from_tensors(weights, &config, "tiny"),
+            Err(Error::BadWeights { .. })
+        ));
 
         let mut weights = tiny_weights(&config, "");
         weights.remove("encoder.layer.1.output.dense.bias");

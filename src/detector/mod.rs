@@ -10,6 +10,7 @@ pub mod category;
 pub mod context;
 pub mod encoder;
 mod fused_bert;
+mod half_dense;
 pub mod head;
 pub mod llm_backbone;
 pub mod refusal;

@@ -453,7 +453,7 @@ impl LlmDetoxifier {
                 break;
             }
             // A small model that starts looping never recovers: stop early rather than spend the whole budget.
-            if generated.len() % 16 == 0 && is_degenerate(&decoded) {
+            if generated.len().is_multiple_of(16) && is_degenerate(&decoded) {
                 stop = StopReason::Degenerate;
                 break;
             }
