@@ -92,6 +92,9 @@ struct Args {
     /// The span threshold (default: the library's).
     #[arg(long)]
     span_threshold: Option<f32>,
+    /// Also measure the default detector with this span head (`train_span_head`) scoring short spans.
+    #[arg(long)]
+    span_head: Option<PathBuf>,
     /// Read no topic segments (the library reads them in long one-paragraph answers by default).
     #[arg(long)]
     no_segments: bool,
@@ -256,9 +259,17 @@ fn main() -> anyhow::Result<()> {
         let translating = load(HeadSource::Embedded)?.with_translator(translator);
         detectors.push(("default+translation".into(), Box::new(translating)));
     }
+    if let Some(path) = &args.span_head {
+        let spans = CanonicalDetector::load(&DetectorConfig {
+            span_head: Some(path.clone()),
+            ..config(HeadSource::Embedded)
+        })?;
+        detectors.push(("default+span-head".into(), Box::new(spans)));
+    }
     if args.compare_plain {
         let plain = EmbeddingDetector::load(&DetectorConfig {
             span_sentences: Some(0),
+            span_head: None,
             segments: None,
             ..config(HeadSource::Embedded)
         })?;

@@ -155,6 +155,78 @@ fn short_spans_read_a_harmful_answer_inside_a_long_harmless_one_when_turned_on()
 }
 
 #[test]
+fn a_span_head_scores_the_spans_and_must_read_through_the_same_encoder() {
+    use mllm_protector::detector::{ClassifierHead, DeltaStorage};
+    let filler = format!("{HARMLESS} ").repeat(14);
+    let main = common::detector();
+    let device = candle_core::Device::Cpu;
+    // Span heads that call every span harmful (bias +20) or harmless (bias -20), over the detector's own encoder.
+    let span_head = |bias: f32, weights_sha256: Option<&str>| -> std::path::PathBuf {
+        let mut metadata = main.head().metadata().clone();
+        metadata.layer_sizes = vec![384, 1];
+        metadata.threshold = 0.5;
+        metadata.temperature = 1.0;
+        metadata.logit_bias = 0.0;
+        metadata.context = Default::default();
+        metadata.categories = Vec::new();
+        metadata.encoder.delta_sha256 = None;
+        if let Some(sha) = weights_sha256 {
+            metadata.encoder.weights_sha256 = sha.to_string();
+        }
+        let tensors = std::collections::HashMap::from([
+            (
+                "layers.0.weight".to_string(),
+                candle_core::Tensor::zeros((1, 384), candle_core::DType::F32, &device).unwrap(),
+            ),
+            (
+                "layers.0.bias".to_string(),
+                candle_core::Tensor::new(&[bias], &device).unwrap(),
+            ),
+        ]);
+        let mut head = ClassifierHead::from_tensors(tensors, metadata, "test span head").unwrap();
+        if let Some(delta) = main.head().encoder_delta() {
+            head = head.with_encoder_delta(delta, DeltaStorage::Shared).unwrap();
+        }
+        let path = std::env::temp_dir().join(format!(
+            "span-head-{bias}-{}-{}.safetensors",
+            weights_sha256.is_some(),
+            std::process::id()
+        ));
+        std::fs::write(&path, head.to_bytes().unwrap()).unwrap();
+        path
+    };
+    let config = |path| DetectorConfig {
+        encoder: ModelSource::Dir(common::minilm_dir()),
+        span_sentences: Some(1),
+        span_head: Some(path),
+        ..DetectorConfig::default()
+    };
+    let harmless = main.score(DetectionInput::response(&filler)).unwrap();
+    let paths = [
+        span_head(20.0, None),
+        span_head(-20.0, None),
+        span_head(20.0, Some("0000")),
+    ];
+    let always = EmbeddingDetector::load(&config(paths[0].clone())).unwrap();
+    let scored = always.score(DetectionInput::response(&filler)).unwrap();
+    assert!(scored.windows > harmless.windows);
+    assert!(scored.probability > 0.999, "{}", scored.probability);
+    let never = EmbeddingDetector::load(&config(paths[1].clone())).unwrap();
+    let scored = never.score(DetectionInput::response(&filler)).unwrap();
+    assert!(
+        (scored.probability - harmless.probability).abs() < 1e-5,
+        "{} vs {}",
+        scored.probability,
+        harmless.probability
+    );
+    let other = EmbeddingDetector::load(&config(span_head(20.0, Some("0000"))));
+    assert!(
+        matches!(other, Err(mllm_protector::Error::BadConfig { .. })),
+        "{other:?}"
+    );
+}
+
+#[test]
 fn an_answer_in_another_language_is_left_to_the_failure_policy() {
     let es = "Para hacer una bomba casera, mezcla nitrato de amonio con combustible diésel, colócalo en un tubo \
               sellado y añade un detonador.";

@@ -203,6 +203,21 @@ pub fn span_probability(p: f32, threshold: f32, strict: f32) -> f32 {
     }
 }
 
+/// Errors unless `theirs` was trained over the encoder (weights and fine-tuned delta) that `mine` reads through.
+fn same_encoder(mine: &ClassifierHead, theirs: &ClassifierHead, what: &str) -> Result<()> {
+    let (mine, theirs) = (&mine.metadata().encoder, &theirs.metadata().encoder);
+    if mine.weights_sha256 != theirs.weights_sha256 || mine.delta_sha256 != theirs.delta_sha256 {
+        return Err(Error::BadConfig {
+            what: what.into(),
+            reason: format!(
+                "trained over encoder {} (delta {:?}), but this detector reads through {} (delta {:?})",
+                theirs.weights_sha256, theirs.delta_sha256, mine.weights_sha256, mine.delta_sha256
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Configuration of the default detector; every field has a default, so `{}` is a valid config.
 ///
 /// ```
@@ -228,14 +243,18 @@ pub struct DetectorConfig {
     pub backbone: PathBuf,
     /// Sentences per short span read in a long response (overrides the head's recorded windowing, which has spans
     /// off; `Some(0)`: off). See [`Windowing::span_sentences`]. Off by default: measured on validation, spans read
-    /// out of context flag harmless text as often as harmful (docs/EVALUATION.md, "Short spans"); a head trained on
-    /// spans may change that.
+    /// out of context flag harmless text as often as harmful, and a head trained on spans
+    /// ([`DetectorConfig::span_head`]) added 1–2 points of recall (docs/EVALUATION.md, "Short spans").
     pub span_sentences: Option<usize>,
     /// A short span ([`DetectorConfig::span_sentences`]) counts as harmful only at or above this probability (its
     /// score is mapped monotonically so that this value lands on the head's threshold); `None`: the head's own
     /// threshold. Spans are read out of their context, where harmless text scores higher than in whole windows, so
     /// they need a stricter bar (docs/EVALUATION.md, "Short spans").
     pub span_threshold: Option<f32>,
+    /// A head trained on short spans (`examples/train_span_head.rs`) that scores them instead of the detector's head;
+    /// it must read through the same encoder. Unless set above, its recorded span length turns spans on and its
+    /// threshold is the span threshold.
+    pub span_head: Option<PathBuf>,
     /// Topic segments of a long answer written as one paragraph, each read on its own and held to
     /// [`Segmenting::threshold`] (`None`: off). They recover the paragraphs that a harmful answer padded with harmless
     /// text in the same paragraph would otherwise hide (docs/EVALUATION.md, "Topic segments"). Answers that fit
@@ -262,6 +281,7 @@ impl Default for DetectorConfig {
                 .join(pins::SMOLLM2_GGUF_FILE),
             span_sentences: None,
             span_threshold: None,
+            span_head: None,
             segments: Some(Segmenting::default()),
             min_category_margin: DEFAULT_MIN_CATEGORY_MARGIN,
             canonical: CanonicalConfig::default(),
@@ -289,6 +309,8 @@ pub struct EmbeddingDetector {
     name: String,
     min_category_margin: f32,
     span_threshold: Option<f32>,
+    /// Scores short spans instead of `head` ([`DetectorConfig::span_head`]).
+    span_head: Option<ClassifierHead>,
     segment_threshold: Option<f32>,
 }
 
@@ -334,6 +356,15 @@ impl EmbeddingDetector {
         }
         let expected = config.verify_checksum.then_some(meta.encoder.weights_sha256.as_str());
         let mut windowing = meta.encoder.windowing;
+        let span_head = match &config.span_head {
+            Some(path) => {
+                let span_head = ClassifierHead::load(path, &device)?;
+                same_encoder(&head, &span_head, "span head")?;
+                windowing.span_sentences = span_head.metadata().encoder.windowing.span_sentences;
+                Some(span_head)
+            }
+            None => None,
+        };
         if let Some(n) = config.span_sentences {
             windowing.span_sentences = n;
         }
@@ -358,7 +389,10 @@ impl EmbeddingDetector {
         let name = format!("{} + {}-layer head", meta.encoder.name, meta.layer_sizes.len() - 1);
         let mut detector = Self::new(encoder, head, name)?;
         detector.min_category_margin = config.min_category_margin;
-        detector.span_threshold = config.span_threshold;
+        detector.span_threshold = config
+            .span_threshold
+            .or(span_head.as_ref().map(|h| h.metadata().threshold));
+        detector.span_head = span_head;
         detector.segment_threshold = config.segments.map(|s| s.threshold);
         Ok(detector)
     }
@@ -381,6 +415,7 @@ impl EmbeddingDetector {
             name: name.into(),
             min_category_margin: DEFAULT_MIN_CATEGORY_MARGIN,
             span_threshold: None,
+            span_head: None,
             segment_threshold: None,
         })
     }
@@ -398,16 +433,7 @@ impl EmbeddingDetector {
     /// # Ok::<(), mllm_protector::Error>(())
     /// ```
     pub fn beside(&self, head: ClassifierHead, name: impl Into<String>) -> Result<Self> {
-        let (mine, theirs) = (&self.head.metadata().encoder, &head.metadata().encoder);
-        if mine.weights_sha256 != theirs.weights_sha256 || mine.delta_sha256 != theirs.delta_sha256 {
-            return Err(Error::BadConfig {
-                what: "head beside the detector".into(),
-                reason: format!(
-                    "trained over encoder {} (delta {:?}), but this detector reads through {} (delta {:?})",
-                    theirs.weights_sha256, theirs.delta_sha256, mine.weights_sha256, mine.delta_sha256
-                ),
-            });
-        }
+        same_encoder(&self.head, &head, "head beside the detector")?;
         let mut detector = Self::new(self.encoder.clone(), head, name)?;
         detector.min_category_margin = self.min_category_margin;
         detector.segment_threshold = self.segment_threshold;
@@ -482,6 +508,12 @@ impl EmbeddingDetector {
         };
         // Categories come from the response's own windows (the centroids live in the encoder's space).
         let categories = self.head.categorize(&windows.embeddings)?;
+        let span_probs = match &self.span_head {
+            Some(span_head) if windows.kind.contains(&WindowKind::Span) => {
+                Some(span_head.probabilities(&windows.embeddings)?)
+            }
+            _ => None,
+        };
         let mut scores = vec![
             HarmScore {
                 probability: f32::NEG_INFINITY,
@@ -495,6 +527,10 @@ impl EmbeddingDetector {
                 Some(WindowKind::Span) => self.span_threshold,
                 Some(WindowKind::Segment) => self.segment_threshold,
                 _ => None,
+            };
+            let p = match (windows.kind.get(row), &span_probs) {
+                (Some(WindowKind::Span), Some(span_probs)) => span_probs.get(row).copied().unwrap_or(f32::NAN),
+                _ => p,
             };
             let p = strict.map_or(p, |strict| span_probability(p, threshold, strict));
             let score = scores.get_mut(owner).ok_or_else(|| Error::ShapeMismatch {
