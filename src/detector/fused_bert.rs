@@ -23,13 +23,34 @@ use crate::error::{Error, Result};
 /// hand-offs between threads than in arithmetic.
 const ROWS_PER_TASK: usize = 32;
 
-/// A linear layer with its weight stored transposed, `(inputs, outputs)` row-major, in f16 (`half_dense`): the
-/// direct kernel reads it in place for few rows; for more, it is widened into f32 for the `gemm` crate.
+/// A linear layer with its weight stored transposed, `(inputs, outputs)` row-major, which the `gemm` crate reads as
+/// the right-hand operand.
 struct Dense {
-    weight_t: HalfMatrix,
+    weight_t: Weights,
     bias: Vec<f32>,
     inputs: usize,
     outputs: usize,
+}
+
+/// How a linear layer's weights are held.
+enum Weights {
+    /// f16 (`half_dense`), where the CPU has AVX-512: the direct kernel reads them in place for few rows; for more,
+    /// they are widened into f32 for `gemm`.
+    Half(HalfMatrix),
+    /// f32, elsewhere: without the direct kernel, f16 weights would be widened on every product.
+    Full(Vec<f32>),
+}
+
+/// Which [`Weights`] the fused pass holds. Loading uses `Auto`; the tests name the others to run both on any CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) enum Precision {
+    /// f16 where the direct kernel runs (AVX-512), else f32.
+    Auto,
+    /// f16, whatever the CPU (products then widen them where the kernel cannot run).
+    Half,
+    /// f32.
+    Full,
 }
 
 struct Norm {
@@ -76,7 +97,22 @@ impl FusedBert {
 
     /// Takes the model's tensors (as named in `model.safetensors`, linear weights `(out, in)` row-major), freeing
     /// each once copied. `what` names the file in errors.
-    pub(crate) fn from_tensors(mut tensors: HashMap<String, Tensor>, config: &BertConfig, what: &str) -> Result<Self> {
+    pub(crate) fn from_tensors(tensors: HashMap<String, Tensor>, config: &BertConfig, what: &str) -> Result<Self> {
+        Self::with_precision(tensors, config, what, Precision::Auto)
+    }
+
+    /// [`from_tensors`](Self::from_tensors) holding the linear weights as `precision` says.
+    pub(crate) fn with_precision(
+        mut tensors: HashMap<String, Tensor>,
+        config: &BertConfig,
+        what: &str,
+        precision: Precision,
+    ) -> Result<Self> {
+        let half = match precision {
+            Precision::Auto => half_dense::direct_available(),
+            Precision::Half => true,
+            Precision::Full => false,
+        };
         if !Self::supports(config) {
             return Err(Error::BadConfig {
                 what: what.to_string(),
@@ -93,6 +129,7 @@ impl FusedBert {
             tensors: &mut tensors,
             prefix,
             what,
+            half,
         };
         let word = store.take_tensor("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
         let word = word.to_dtype(DType::F32)?.contiguous()?;
@@ -318,6 +355,8 @@ struct Store<'a> {
     tensors: &'a mut HashMap<String, Tensor>,
     prefix: &'a str,
     what: &'a str,
+    /// Linear weights in f16.
+    half: bool,
 }
 
 impl Store<'_> {
@@ -373,10 +412,16 @@ impl Store<'_> {
             bias.extend(self.take(&format!("{name}.bias"), &[outputs])?);
         }
         Ok(Dense {
-            weight_t: HalfMatrix::from_f32(&weight_t, inputs, width).map_err(|e| Error::BadWeights {
-                what: self.what.to_string(),
-                reason: format!("{}: {e}", names.join(", ")),
-            })?,
+            weight_t: if self.half {
+                Weights::Half(
+                    HalfMatrix::from_f32(&weight_t, inputs, width).map_err(|e| Error::BadWeights {
+                        what: self.what.to_string(),
+                        reason: format!("{}: {e}", names.join(", ")),
+                    })?,
+                )
+            } else {
+                Weights::Full(weight_t)
+            },
             bias,
             inputs,
             outputs: width,
@@ -410,10 +455,16 @@ fn dense(
             .with_min_len(ROWS_PER_TASK)
             .for_each(|row| row.copy_from_slice(&layer.bias)),
     }
-    if half_dense::direct_applies(rows) {
-        return half_dense::accumulate_direct(input, &layer.weight_t, out);
-    }
-    layer.weight_t.widen_into(widened);
+    let weight_t: &[f32] = match &layer.weight_t {
+        Weights::Half(half) if half_dense::direct_applies(rows) => {
+            return half_dense::accumulate_direct(input, half, out);
+        }
+        Weights::Half(half) => {
+            half.widen_into(widened);
+            widened
+        }
+        Weights::Full(full) => full,
+    };
     let shape = Product {
         m: rows,
         n: width,
@@ -426,7 +477,7 @@ fn dense(
         shape,
         Strided::new(out, width, 1),
         Strided::read(input, layer.inputs, 1),
-        Strided::read(widened, width, 1),
+        Strided::read(weight_t, width, 1),
     )
 }
 
@@ -799,7 +850,10 @@ mod tests {
             let weights = tiny_weights(&config, prefix);
             let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
             let model = BertModel::load(vb, &config).unwrap();
-            let fused = FusedBert::from_tensors(weights, &config, "tiny").unwrap();
+            let fused = FusedBert::from_tensors(weights.clone(), &config, "tiny").unwrap();
+            // Both weight precisions, whatever this CPU would choose (f16 without AVX-512 widens on every product).
+            let half = FusedBert::with_precision(weights.clone(), &config, "tiny", Precision::Half).unwrap();
+            let full = FusedBert::with_precision(weights, &config, "tiny", Precision::Full).unwrap();
             let mut windows: Vec<Vec<u32>> = vec![
                 vec![1, 5, 9, 2],
                 vec![1, 7, 3, 3, 11, 40, 2, 8, 9, 13, 2],
@@ -819,6 +873,15 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
             assert!(worst < 1e-5, "{act:?}: largest difference {worst}");
+            for (name, other) in [("f16", &half), ("f32", &full)] {
+                let got = other.embed(&refs).unwrap();
+                let worst = expected
+                    .iter()
+                    .zip(&got)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(worst < 1e-5, "{act:?}, {name} weights: largest difference {worst}");
+            }
             // One window alone gives the same row as inside the batch (no padding reaches it).
             let alone = fused.embed(&refs[1..2]).unwrap();
             let h = config.hidden_size;

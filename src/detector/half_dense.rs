@@ -3,8 +3,9 @@
 //! Why: a short answer (16 tokens) is bound by reading the weights, not by arithmetic. MiniLM's linear weights are
 //! 42 MB in f32, more than this machine kind's 32 MB L3 cache, so every call streams them from memory; in f16 they
 //! are 21 MB and stay cached between calls (BENCHMARKS.md, change 7). Products of few rows read the f16 weights in an
-//! AVX-512 kernel that widens them in registers; larger products (and CPUs without AVX-512) widen the weights into
-//! an f32 buffer and use the `gemm` crate, whose kernels are faster there. Activations and sums stay in f32.
+//! AVX-512 kernel that widens them in registers; larger products widen the weights into an f32 buffer and use the
+//! `gemm` crate, whose kernels are faster there. On CPUs without AVX-512 the fused pass keeps f32 weights (widening
+//! on every product would cost more than the bytes save). Activations and sums stay in f32.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -62,6 +63,11 @@ impl HalfMatrix {
 /// Whether a product of `rows` rows goes through the direct kernel on this CPU.
 pub(crate) fn direct_applies(rows: usize) -> bool {
     rows <= DIRECT_ROWS && avx512_available()
+}
+
+/// Whether this CPU runs the direct kernel at all (AVX-512F).
+pub(crate) fn direct_available() -> bool {
+    avx512_available()
 }
 
 fn avx512_available() -> bool {
