@@ -176,14 +176,7 @@ fn train_head(sizes: &[usize], train: &Embedded, val: &Embedded, args: &Args, lr
     let y = Tensor::new(y_vec, &device)?;
     let w = Tensor::new(weights, &device)?;
     let vars: Vec<Var> = layers.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
-    let mut opt = candle_nn::AdamW::new(
-        vars,
-        candle_nn::ParamsAdamW {
-            lr,
-            weight_decay: 1e-4,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = common::adamw(vars, lr)?;
     let mut best = (f64::MIN, 0usize, HashMap::new());
     let pb = common::bar(args.epochs as u64, &format!("head {sizes:?}"));
     for epoch in 1..=args.epochs {

@@ -17,12 +17,11 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::Optimizer;
+use candle_core::{Device, Tensor};
 use clap::Parser;
 use mllm_protector::detector::{ClassifierHead, DeltaStorage, EmbeddingDetector, HeadMetadata};
 use mllm_protector::eval::data::{self, Example, Split, in_split};
-use mllm_protector::eval::{SplitMix64, auroc, binary_metrics, fit_platt};
+use mllm_protector::eval::{auroc, binary_metrics, fit_platt};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -77,12 +76,6 @@ impl Embedded {
 
 fn train(train: &Embedded, val: &Embedded, args: &Args) -> anyhow::Result<(HashMap<String, Tensor>, f64, usize)> {
     let device = Device::Cpu;
-    let dim = train.x.dim(1)?;
-    let mut rng = SplitMix64(args.seed);
-    let bound = (6.0 / (dim + 1) as f32).sqrt();
-    let w0: Vec<f32> = (0..dim).map(|_| (rng.next_f32() * 2.0 - 1.0) * bound).collect();
-    let w = Var::from_tensor(&Tensor::from_vec(w0, (1, dim), &device)?)?;
-    let b = Var::from_tensor(&Tensor::zeros(1, DType::F32, &device)?)?;
     // Each class carries half the loss, whatever its count.
     let positives = train.owner.iter().filter(|&&o| train.labels[o]).count().max(1) as f32;
     let negatives = (train.owner.len() as f32 - positives).max(1.0);
@@ -98,36 +91,17 @@ fn train(train: &Embedded, val: &Embedded, args: &Args) -> anyhow::Result<(HashM
         })
         .unzip();
     let (y, weights) = (Tensor::new(y, &device)?, Tensor::new(weights, &device)?);
-    let mut opt = candle_nn::AdamW::new(
-        vec![w.clone(), b.clone()],
-        candle_nn::ParamsAdamW {
-            lr: args.lr,
-            weight_decay: 1e-4,
-            ..Default::default()
-        },
-    )?;
-    let logits = |x: &Tensor| -> candle_core::Result<Tensor> {
-        x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?.squeeze(1)
-    };
-    let mut best = (f64::MIN, 0usize, HashMap::new());
-    for epoch in 1..=args.epochs {
-        let loss = common::weighted_bce(&logits(&train.x)?, &y, &weights)?;
-        opt.backward_step(&loss)?;
-        if epoch % 10 == 0 {
+    common::train_logistic(
+        train.x.dim(1)?,
+        args.seed,
+        args.lr,
+        args.epochs,
+        |logits| common::weighted_bce(&logits(&train.x)?, &y, &weights),
+        |logits| {
             let s = val.text_scores(&logits(&val.x)?.to_vec1::<f32>()?);
-            let a = auroc(&s, &val.labels).unwrap_or(0.0);
-            if a > best.0 + 1e-5 {
-                let tensors = HashMap::from([
-                    ("layers.0.weight".to_string(), w.as_tensor().copy()?),
-                    ("layers.0.bias".to_string(), b.as_tensor().copy()?),
-                ]);
-                best = (a, epoch, tensors);
-            } else if epoch >= best.1 + 300 {
-                break;
-            }
-        }
-    }
-    Ok((best.2, best.0, best.1))
+            Ok(auroc(&s, &val.labels).unwrap_or(0.0))
+        },
+    )
 }
 
 /// Best F1 with at most `max_fpr` of the benign validation requests flagged.

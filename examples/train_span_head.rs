@@ -22,13 +22,12 @@ mod common;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::Optimizer;
+use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use mllm_protector::detector::encoder::sentence_spans;
 use mllm_protector::detector::{ClassifierHead, DeltaStorage, EmbeddingDetector, HeadMetadata};
+use mllm_protector::eval::auroc;
 use mllm_protector::eval::data::{self, Example, Split, in_split};
-use mllm_protector::eval::{SplitMix64, auroc};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -275,15 +274,6 @@ fn train_head(
     args: &Args,
 ) -> anyhow::Result<(HashMap<String, Tensor>, f64, usize)> {
     let device = Device::Cpu;
-    let dim = pos.x.dim(1)?;
-    let mut rng = SplitMix64(42);
-    let bound = (6.0 / (dim + 1) as f32).sqrt();
-    let w0: Vec<f32> = (0..dim).map(|_| (rng.next_f32() * 2.0 - 1.0) * bound).collect();
-    let w = Var::from_tensor(&Tensor::from_vec(w0, (1, dim), &device)?)?;
-    let b = Var::from_tensor(&Tensor::zeros(1, DType::F32, &device)?)?;
-    let logits = |x: &Tensor| -> candle_core::Result<Tensor> {
-        x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?.squeeze(1)
-    };
     // Bags as a padded (bags × longest) index into the harmful spans, with -1e4 on the padding.
     let bags = pos.harmful.len();
     let mut members: Vec<Vec<u32>> = vec![Vec::new(); bags];
@@ -306,39 +296,26 @@ fn train_head(
     let bag_w = Tensor::full(1.0f32, bags, &device)?;
     let zeros = Tensor::zeros(neg.answer.len(), DType::F32, &device)?;
     let neg_w = Tensor::full(1.0f32, neg.answer.len(), &device)?;
-    let mut opt = candle_nn::AdamW::new(
-        vec![w.clone(), b.clone()],
-        candle_nn::ParamsAdamW {
-            lr: args.lr,
-            weight_decay: 1e-4,
-            ..Default::default()
+    common::train_logistic(
+        pos.x.dim(1)?,
+        42,
+        args.lr,
+        args.epochs,
+        |logits| {
+            let z = logits(&pos.x)?.index_select(&index, 0)?.reshape((bags, longest))?;
+            // Soft maximum: log Σ exp(s·z) / s, which tends to the bag's highest span as s grows; shifted by the
+            // (constant) highest logit so the exponentials cannot overflow.
+            let sz = ((z * sharpness)? + &pad)?;
+            let top = sz.max_keepdim(1)?.detach();
+            let bag =
+                (sz.broadcast_sub(&top)?.exp()?.sum(1)?.log()? + top.squeeze(1)?)?.affine(1.0 / sharpness, 0.0)?;
+            let loss_pos = common::weighted_bce(&bag, &ones, &bag_w)?;
+            let loss_neg = common::weighted_bce(&logits(&neg.x)?, &zeros, &neg_w)?;
+            (loss_pos + loss_neg)? * 0.5
         },
-    )?;
-    let mut best = (f64::MIN, 0usize, HashMap::new());
-    for epoch in 1..=args.epochs {
-        let z = logits(&pos.x)?.index_select(&index, 0)?.reshape((bags, longest))?;
-        // Soft maximum: log Σ exp(s·z) / s, which tends to the bag's highest span as s grows.
-        // Shifted by the (constant) highest logit so the exponentials cannot overflow.
-        let sz = ((z * sharpness)? + &pad)?;
-        let top = sz.max_keepdim(1)?.detach();
-        let bag = (sz.broadcast_sub(&top)?.exp()?.sum(1)?.log()? + top.squeeze(1)?)?.affine(1.0 / sharpness, 0.0)?;
-        let loss_pos = common::weighted_bce(&bag, &ones, &bag_w)?;
-        let loss_neg = common::weighted_bce(&logits(&neg.x)?, &zeros, &neg_w)?;
-        let loss = ((loss_pos + loss_neg)? * 0.5)?;
-        opt.backward_step(&loss)?;
-        if epoch % 10 == 0 {
+        |logits| {
             let s = val.answer_max(&logits(&val.x)?.to_vec1::<f32>()?);
-            let a = auroc(&s, &val.harmful).unwrap_or(0.0);
-            if a > best.0 + 1e-5 {
-                let tensors = HashMap::from([
-                    ("layers.0.weight".to_string(), w.as_tensor().copy()?),
-                    ("layers.0.bias".to_string(), b.as_tensor().copy()?),
-                ]);
-                best = (a, epoch, tensors);
-            } else if epoch >= best.1 + 300 {
-                break;
-            }
-        }
-    }
-    Ok((best.2, best.0, best.1))
+            Ok(auroc(&s, &val.harmful).unwrap_or(0.0))
+        },
+    )
 }

@@ -370,3 +370,61 @@ pub fn filler(pool: &[mllm_protector::eval::data::Example], i: usize) -> String 
     }
     out
 }
+
+/// AdamW with the heads' weight decay (1e-4).
+pub fn adamw(vars: Vec<candle_core::Var>, lr: f64) -> candle_core::Result<candle_nn::AdamW> {
+    use candle_nn::Optimizer;
+    candle_nn::AdamW::new(
+        vars,
+        candle_nn::ParamsAdamW {
+            lr,
+            weight_decay: 1e-4,
+            ..Default::default()
+        },
+    )
+}
+
+/// The logits of a one-layer (logistic) head: `(n, dim)` embeddings to `(n,)`.
+pub type Logits<'a> = &'a dyn Fn(&Tensor) -> candle_core::Result<Tensor>;
+
+/// Trains a logistic head (`layers.0.weight` `(1, dim)`, `layers.0.bias`) full-batch with AdamW on `loss`, keeping
+/// the weights with the best `validate` score (higher is better, checked every 10 epochs; stops after 300 epochs
+/// without gain). Returns those tensors, their score and epoch.
+pub fn train_logistic(
+    dim: usize,
+    seed: u64,
+    lr: f64,
+    epochs: usize,
+    loss: impl Fn(Logits) -> candle_core::Result<Tensor>,
+    validate: impl Fn(Logits) -> anyhow::Result<f64>,
+) -> anyhow::Result<(HashMap<String, Tensor>, f64, usize)> {
+    use candle_core::{DType, Var};
+    use candle_nn::Optimizer;
+    let device = Device::Cpu;
+    let mut rng = mllm_protector::eval::SplitMix64(seed);
+    let bound = (6.0 / (dim + 1) as f32).sqrt();
+    let w0: Vec<f32> = (0..dim).map(|_| (rng.next_f32() * 2.0 - 1.0) * bound).collect();
+    let w = Var::from_tensor(&Tensor::from_vec(w0, (1, dim), &device)?)?;
+    let b = Var::from_tensor(&Tensor::zeros(1, DType::F32, &device)?)?;
+    let logits = |x: &Tensor| -> candle_core::Result<Tensor> {
+        x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?.squeeze(1)
+    };
+    let mut opt = adamw(vec![w.clone(), b.clone()], lr)?;
+    let mut best = (f64::MIN, 0usize, HashMap::new());
+    for epoch in 1..=epochs {
+        opt.backward_step(&loss(&logits)?)?;
+        if epoch % 10 == 0 {
+            let score = validate(&logits)?;
+            if score > best.0 + 1e-5 {
+                let tensors = HashMap::from([
+                    ("layers.0.weight".to_string(), w.as_tensor().copy()?),
+                    ("layers.0.bias".to_string(), b.as_tensor().copy()?),
+                ]);
+                best = (score, epoch, tensors);
+            } else if epoch >= best.1 + 300 {
+                break;
+            }
+        }
+    }
+    Ok((best.2, best.0, best.1))
+}

@@ -867,13 +867,7 @@ mod tests {
             let refs: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
             let expected = candle_embeddings(&model, &refs, config.hidden_size);
             let got = fused.embed(&refs).unwrap();
-            let worst = expected
-                .iter()
-                .zip(&got)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(worst < 1e-5, "{act:?}: largest difference {worst}");
-            for (name, other) in [("f16", &half), ("f32", &full)] {
+            for (name, other) in [("this CPU's", &fused), ("f16", &half), ("f32", &full)] {
                 let got = other.embed(&refs).unwrap();
                 let worst = expected
                     .iter()
