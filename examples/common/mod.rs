@@ -30,6 +30,10 @@ pub enum Extra {
     Moderation,
     /// AlpacaEval answers that give safety information (warnings, why it is illegal, where to get help).
     SafetyInformation,
+    /// Fragments of harmless answers (JBB and the AlpacaEval answers in use): up to 3 spans of 2 sentences each,
+    /// picked by a seeded hash, as harmless, in their answer's split. A harmless sentence read out of its answer
+    /// scores as harmful to a head trained on whole answers only (docs/EVALUATION.md, "Short spans").
+    HarmlessFragments,
 }
 
 /// The optional hard-example sources, as command-line flags shared by `train_detector` and `finetune_encoder`.
@@ -117,6 +121,20 @@ impl TrainingSets {
                 }
                 Extra::Moderation => extra.extend(data::load_moderation(&data_dir)?),
                 Extra::SafetyInformation => extra.extend(data::load_alpaca_safety_information(&data_dir)?),
+                Extra::HarmlessFragments => {
+                    for e in jbb.iter().chain(&alpaca_sub).filter(|e| !e.harmful) {
+                        let mut spans = mllm_protector::detector::encoder::sentence_spans(&e.response, 2);
+                        if spans.len() < 2 {
+                            continue; // the whole answer is already an example
+                        }
+                        spans.sort_by_key(|s| sha256_hex(format!("{seed}|{s}").as_bytes()));
+                        extra.extend(spans.into_iter().take(3).map(|span| Example {
+                            response: span.to_string(),
+                            source: format!("fragments/{}", e.source),
+                            ..e.clone()
+                        }));
+                    }
+                }
             }
         }
         for path in &o.extra.generated {
