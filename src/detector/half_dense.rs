@@ -62,22 +62,26 @@ impl HalfMatrix {
 
 /// Whether a product of `rows` rows goes through the direct kernel on this CPU.
 pub(crate) fn direct_applies(rows: usize) -> bool {
-    rows <= DIRECT_ROWS && avx512_available()
+    rows <= DIRECT_ROWS && direct_available()
 }
 
 /// Whether this CPU runs the direct kernel at all (AVX-512F).
 pub(crate) fn direct_available() -> bool {
-    avx512_available()
+    Avx512::detect().is_some()
 }
 
-fn avx512_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+/// Proof that the CPU has AVX-512F: only [`Avx512::detect`] makes one, so the kernel checks once per product, not
+/// once per tile.
+#[derive(Clone, Copy)]
+struct Avx512(());
+
+impl Avx512 {
+    fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Avx512(()));
+        }
+        None
     }
 }
 
@@ -92,9 +96,7 @@ pub(crate) fn accumulate_direct(x: &[f32], w: &HalfMatrix, out: &mut [f32]) -> R
             out.len()
         )));
     }
-    if !avx512_available() {
-        return Err(Error::Device("the direct f16 product needs AVX-512".into()));
-    }
+    let cpu = Avx512::detect().ok_or_else(|| Error::Device("the direct f16 product needs AVX-512".into()))?;
     let m = x.len() / k;
     if m == 0 || n == 0 {
         return Ok(());
@@ -105,7 +107,7 @@ pub(crate) fn accumulate_direct(x: &[f32], w: &HalfMatrix, out: &mut [f32]) -> R
         // Enough row blocks to share: each task owns whole rows of `out`.
         out.par_chunks_mut(TILE_ROWS * n)
             .zip(x.par_chunks(TILE_ROWS * k))
-            .try_for_each(|(o, xs)| block(xs, k, w, 0..n, o, n))?;
+            .try_for_each(|(o, xs)| block(cpu, xs, k, w, 0..n, o, n))?;
     } else {
         // Few rows (a short window): share the columns instead, each task into its own buffer.
         let per_task = n.div_ceil(threads).next_multiple_of(3 * LANES);
@@ -119,7 +121,7 @@ pub(crate) fn accumulate_direct(x: &[f32], w: &HalfMatrix, out: &mut [f32]) -> R
                     .flat_map(|row| row[cols.clone()].iter().copied())
                     .collect();
                 for (xs, o) in x.chunks(TILE_ROWS * k).zip(part.chunks_mut(TILE_ROWS * width)) {
-                    block(xs, k, w, cols.clone(), o, width)?;
+                    block(cpu, xs, k, w, cols.clone(), o, width)?;
                 }
                 Ok(part)
             })
@@ -136,6 +138,7 @@ pub(crate) fn accumulate_direct(x: &[f32], w: &HalfMatrix, out: &mut [f32]) -> R
 /// Up to [`TILE_ROWS`] rows: `out[r][c - cols.start] += Σ_k xs[r][k] · w[k][c]` for `c` in `cols`, `out` rows of
 /// `out_stride`. Whole 48- and 16-column tiles go through the kernel, the last few columns through plain code.
 fn block(
+    cpu: Avx512,
     xs: &[f32],
     k: usize,
     w: &HalfMatrix,
@@ -145,11 +148,11 @@ fn block(
 ) -> Result<()> {
     let mut c = cols.start;
     while c + 3 * LANES <= cols.end {
-        tile::<3>(xs, k, w, c, out, out_stride, c - cols.start)?;
+        tile::<3>(cpu, xs, k, w, c, out, out_stride, c - cols.start)?;
         c += 3 * LANES;
     }
     while c + LANES <= cols.end {
-        tile::<1>(xs, k, w, c, out, out_stride, c - cols.start)?;
+        tile::<1>(cpu, xs, k, w, c, out, out_stride, c - cols.start)?;
         c += LANES;
     }
     for col in c..cols.end {
@@ -167,7 +170,9 @@ fn block(
 
 /// One tile of up to 8 rows × `C · 16` columns, weight column `col`, output column `at`; checks every bound, then
 /// runs the kernel.
+#[allow(clippy::too_many_arguments)]
 fn tile<const C: usize>(
+    cpu: Avx512,
     xs: &[f32],
     k: usize,
     w: &HalfMatrix,
@@ -191,11 +196,12 @@ fn tile<const C: usize>(
             w.cols
         )));
     }
+    let Avx512(()) = cpu;
     #[cfg(target_arch = "x86_64")]
-    if avx512_available() {
-        // SAFETY: AVX-512F is present (checked above). Every read lies inside its slice: rows `0..rows` of `xs`,
-        // each `k` long; weight rows `0..k`, columns `col..col + width` (`col + width <= cols`); and every write
-        // lies inside `out`, rows `0..rows` at `at..at + width` (all checked above).
+    {
+        // SAFETY: AVX-512F is present (`cpu` exists only once it was detected). Every read lies inside its slice:
+        // rows `0..rows` of `xs`, each `k` long; weight rows `0..k`, columns `col..col + width` (`col + width <=
+        // cols`); and every write lies inside `out`, rows `0..rows` at `at..at + width` (all checked above).
         unsafe {
             x86::tile::<C>(
                 xs.as_ptr(),
@@ -209,9 +215,8 @@ fn tile<const C: usize>(
                 at,
             )
         };
-        return Ok(());
     }
-    Err(Error::Device("the direct f16 product needs AVX-512".into()))
+    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -291,7 +296,7 @@ mod tests {
 
     #[test]
     fn direct_product_matches_f32_on_rounded_weights() {
-        if !avx512_available() {
+        if !direct_available() {
             eprintln!("skipped: no AVX-512 on this CPU (the widened path is tested through fused_bert)");
             return;
         }
