@@ -160,14 +160,20 @@ fn a_span_head_scores_the_spans_and_must_read_through_the_same_encoder() {
     let filler = format!("{HARMLESS} ").repeat(14);
     let main = common::detector();
     let device = candle_core::Device::Cpu;
-    // Span heads that call every span harmful (bias +20) or harmless (bias -20), over the detector's own encoder.
-    let span_head = |bias: f32, weights_sha256: Option<&str>| -> std::path::PathBuf {
+    // Span heads that call every span harmful (bias +20) or harmless (bias -20), over the detector's own encoder
+    // (or, to be refused, another encoder or another input width).
+    let span_head = |bias: f32, weights_sha256: Option<&str>, dim: usize| -> std::path::PathBuf {
         let mut metadata = main.head().metadata().clone();
-        metadata.layer_sizes = vec![384, 1];
+        metadata.layer_sizes = vec![dim, 1];
         metadata.threshold = 0.5;
         metadata.temperature = 1.0;
         metadata.logit_bias = 0.0;
-        metadata.context = Default::default();
+        // A 768-wide head reads the prompt's embedding beside each window's, which spans do not carry.
+        metadata.context = if dim == 384 {
+            Default::default()
+        } else {
+            mllm_protector::detector::ScoringContext::ResponseBesidePrompt
+        };
         metadata.categories = Vec::new();
         metadata.encoder.delta_sha256 = None;
         if let Some(sha) = weights_sha256 {
@@ -176,7 +182,7 @@ fn a_span_head_scores_the_spans_and_must_read_through_the_same_encoder() {
         let tensors = std::collections::HashMap::from([
             (
                 "layers.0.weight".to_string(),
-                candle_core::Tensor::zeros((1, 384), candle_core::DType::F32, &device).unwrap(),
+                candle_core::Tensor::zeros((1, dim), candle_core::DType::F32, &device).unwrap(),
             ),
             (
                 "layers.0.bias".to_string(),
@@ -188,7 +194,7 @@ fn a_span_head_scores_the_spans_and_must_read_through_the_same_encoder() {
             head = head.with_encoder_delta(delta, DeltaStorage::Shared).unwrap();
         }
         let path = std::env::temp_dir().join(format!(
-            "span-head-{bias}-{}-{}.safetensors",
+            "span-head-{bias}-{}-{dim}-{}.safetensors",
             weights_sha256.is_some(),
             std::process::id()
         ));
@@ -203,9 +209,10 @@ fn a_span_head_scores_the_spans_and_must_read_through_the_same_encoder() {
     };
     let harmless = main.score(DetectionInput::response(&filler)).unwrap();
     let paths = [
-        span_head(20.0, None),
-        span_head(-20.0, None),
-        span_head(20.0, Some("0000")),
+        span_head(20.0, None, 384),
+        span_head(-20.0, None, 384),
+        span_head(20.0, Some("0000"), 384),
+        span_head(20.0, None, 768),
     ];
     let always = EmbeddingDetector::load(&config(paths[0].clone())).unwrap();
     let scored = always.score(DetectionInput::response(&filler)).unwrap();
@@ -219,10 +226,16 @@ fn a_span_head_scores_the_spans_and_must_read_through_the_same_encoder() {
         scored.probability,
         harmless.probability
     );
-    let other = EmbeddingDetector::load(&config(span_head(20.0, Some("0000"))));
+    let other = EmbeddingDetector::load(&config(paths[2].clone()));
+    let wider = EmbeddingDetector::load(&config(paths[3].clone()));
+    paths.iter().for_each(|p| std::fs::remove_file(p).unwrap_or_default());
     assert!(
         matches!(other, Err(mllm_protector::Error::BadConfig { .. })),
         "{other:?}"
+    );
+    assert!(
+        matches!(wider, Err(mllm_protector::Error::ShapeMismatch { .. })),
+        "{wider:?}"
     );
 }
 

@@ -360,6 +360,14 @@ impl EmbeddingDetector {
             Some(path) => {
                 let span_head = ClassifierHead::load(path, &device)?;
                 same_encoder(&head, &span_head, "span head")?;
+                // It reads the spans' own embeddings, without the prompt the answer head may read beside them.
+                if span_head.input_dim() != meta.encoder.dim {
+                    return Err(Error::ShapeMismatch {
+                        what: format!("span head {} input vs encoder output", path.display()),
+                        expected: meta.encoder.dim.to_string(),
+                        actual: span_head.input_dim().to_string(),
+                    });
+                }
                 windowing.span_sentences = span_head.metadata().encoder.windowing.span_sentences;
                 Some(span_head)
             }
@@ -523,14 +531,16 @@ impl EmbeddingDetector {
         ];
         let threshold = self.head.metadata().threshold;
         for (row, (&owner, &p)) in windows.owner.iter().zip(&probs).enumerate() {
-            let strict = match windows.kind.get(row) {
-                Some(WindowKind::Span) => self.span_threshold,
-                Some(WindowKind::Segment) => self.segment_threshold,
-                _ => None,
-            };
-            let p = match (windows.kind.get(row), &span_probs) {
-                (Some(WindowKind::Span), Some(span_probs)) => span_probs.get(row).copied().unwrap_or(f32::NAN),
-                _ => p,
+            // A span is scored by the span head where there is one; spans and segments are held to their bars.
+            let (p, strict) = match windows.kind.get(row) {
+                Some(WindowKind::Span) => (
+                    span_probs
+                        .as_ref()
+                        .map_or(p, |s| s.get(row).copied().unwrap_or(f32::NAN)),
+                    self.span_threshold,
+                ),
+                Some(WindowKind::Segment) => (p, self.segment_threshold),
+                _ => (p, None),
             };
             let p = strict.map_or(p, |strict| span_probability(p, threshold, strict));
             let score = scores.get_mut(owner).ok_or_else(|| Error::ShapeMismatch {
