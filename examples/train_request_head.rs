@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use clap::Parser;
-use mllm_protector::detector::{ClassifierHead, DeltaStorage, EmbeddingDetector, HeadMetadata};
+use mllm_protector::detector::{ClassifierHead, EmbeddingDetector};
 use mllm_protector::eval::data::{self, Example, Split, in_split};
 use mllm_protector::eval::{auroc, binary_metrics, fit_platt};
 
@@ -150,26 +150,7 @@ fn main() -> anyhow::Result<()> {
     let (tensors, val_auroc, epochs) = train(&sets["train"], &sets["validation"], &args)?;
     eprintln!("validation AUROC {val_auroc:.4} after {epochs} epochs");
 
-    let harm_identity = detector.head().metadata().encoder.clone();
-    let mut metadata = HeadMetadata {
-        format_version: mllm_protector::detector::head::FORMAT_VERSION,
-        layer_sizes: vec![harm_identity.dim, 1],
-        threshold: 0.5,
-        temperature: 1.0,
-        logit_bias: 0.0,
-        encoder: harm_identity.clone(),
-        context: Default::default(),
-        categories: Vec::new(),
-        training: serde_json::Value::Null,
-        metrics: serde_json::Value::Null,
-    };
-    metadata.encoder.delta_sha256 = None; // recorded below, as shared
-    let shared = |head: ClassifierHead| -> anyhow::Result<ClassifierHead> {
-        Ok(match detector.head().encoder_delta() {
-            Some(delta) => head.with_encoder_delta(delta, DeltaStorage::Shared)?,
-            None => head,
-        })
-    };
+    let mut metadata = common::logistic_metadata_beside(&detector);
     // Platt scaling on validation (monotone: the ranking is unchanged), then the threshold.
     let raw = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "request head")?;
     let val = &sets["validation"];
@@ -260,7 +241,10 @@ fn main() -> anyhow::Result<()> {
         "left_out_figstep_benign": args.leave_out, "split": "by request 70/15/15", "seed": args.seed,
         "epochs": epochs, "lr": args.lr, "max_val_fpr": args.max_val_fpr, "validation_auroc": val_auroc,
     });
-    let head = shared(ClassifierHead::from_tensors(tensors, metadata, "request head")?)?;
+    let head = common::share_delta(
+        &detector,
+        ClassifierHead::from_tensors(tensors, metadata, "request head")?,
+    )?;
     std::fs::write(&args.out, head.to_bytes()?)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())

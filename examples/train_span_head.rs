@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use mllm_protector::detector::encoder::sentence_spans;
-use mllm_protector::detector::{ClassifierHead, DeltaStorage, EmbeddingDetector, HeadMetadata};
+use mllm_protector::detector::{ClassifierHead, EmbeddingDetector};
 use mllm_protector::eval::auroc;
 use mllm_protector::eval::data::{self, Example, Split, in_split};
 
@@ -169,21 +169,8 @@ fn main() -> anyhow::Result<()> {
     let (tensors, val_auroc, epochs) = train_head(&pos, &neg, &val, &args)?;
     eprintln!("validation AUROC (answers by their highest span) {val_auroc:.4} after {epochs} epochs");
 
-    let identity = detector.head().metadata().encoder.clone();
-    let mut metadata = HeadMetadata {
-        format_version: mllm_protector::detector::head::FORMAT_VERSION,
-        layer_sizes: vec![identity.dim, 1],
-        threshold: 0.5,
-        temperature: 1.0,
-        logit_bias: 0.0,
-        encoder: identity,
-        context: Default::default(),
-        categories: Vec::new(),
-        training: serde_json::Value::Null,
-        metrics: serde_json::Value::Null,
-    };
+    let mut metadata = common::logistic_metadata_beside(&detector);
     metadata.encoder.windowing.span_sentences = args.sentences;
-    metadata.encoder.delta_sha256 = None;
     let raw = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "span head")?;
     let probs = |s: &Spans| -> anyhow::Result<Vec<f32>> { Ok(raw.probabilities(&s.x)?) };
 
@@ -253,10 +240,7 @@ fn main() -> anyhow::Result<()> {
         "alpaca_per_instruction": args.alpaca_per_instruction, "max_long_fpr": args.max_long_fpr,
         "epochs": epochs, "lr": args.lr, "sharpness": args.sharpness,
     });
-    let mut head = ClassifierHead::from_tensors(tensors, metadata, "span head")?;
-    if let Some(delta) = detector.head().encoder_delta() {
-        head = head.with_encoder_delta(delta, DeltaStorage::Shared)?;
-    }
+    let head = common::share_delta(&detector, ClassifierHead::from_tensors(tensors, metadata, "span head")?)?;
     std::fs::write(&args.out, head.to_bytes()?)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())

@@ -446,3 +446,35 @@ pub fn train_logistic(
     }
     Ok((best.2, best.0, best.1))
 }
+
+/// Metadata of a logistic head over `detector`'s encoder (threshold 0.5, no calibration, no categories), whose
+/// fine-tuned delta [`share_delta`] records as shared.
+pub fn logistic_metadata_beside(
+    detector: &mllm_protector::detector::EmbeddingDetector,
+) -> mllm_protector::detector::HeadMetadata {
+    let mut encoder = detector.head().metadata().encoder.clone();
+    encoder.delta_sha256 = None; // recorded by `share_delta`
+    mllm_protector::detector::HeadMetadata {
+        format_version: mllm_protector::detector::head::FORMAT_VERSION,
+        layer_sizes: vec![encoder.dim, 1],
+        threshold: 0.5,
+        temperature: 1.0,
+        logit_bias: 0.0,
+        encoder,
+        context: Default::default(),
+        categories: Vec::new(),
+        training: serde_json::Value::Null,
+        metrics: serde_json::Value::Null,
+    }
+}
+
+/// `head`, reading through `detector`'s fine-tuned delta without storing it (`DeltaStorage::Shared`).
+pub fn share_delta(
+    detector: &mllm_protector::detector::EmbeddingDetector,
+    head: mllm_protector::detector::ClassifierHead,
+) -> anyhow::Result<mllm_protector::detector::ClassifierHead> {
+    Ok(match detector.head().encoder_delta() {
+        Some(delta) => head.with_encoder_delta(delta, mllm_protector::detector::DeltaStorage::Shared)?,
+        None => head,
+    })
+}
