@@ -350,6 +350,11 @@ mod tests {
             view("the m-e-t-h recipe", ViewKind::Separators).as_deref(),
             Some("the meth recipe")
         );
+        // A dotted word that ends a sentence keeps one period, not the separator too.
+        assert_eq!(
+            view("m.i.x i.t, t.h.e.n h.e.a.t i.t..", ViewKind::Separators).as_deref(),
+            Some("mix it, then heat it.")
+        );
         assert_eq!(
             view("an ex*plo*sive", ViewKind::Separators).as_deref(),
             Some("an explosive")

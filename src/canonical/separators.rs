@@ -155,7 +155,9 @@ fn join_alternating(token: &str, min_pieces: usize) -> Option<String> {
         return None;
     }
     let units: Vec<char> = chars.iter().step_by(2).copied().collect();
-    let alternates = chars.iter().skip(1).step_by(2).all(|&c| c == sep) && units.iter().all(|&c| c != sep);
+    // The last character may be the separator itself: a dotted word ending a sentence ("t.h.e.n..").
+    let inner = &units[..units.len() - 1];
+    let alternates = chars.iter().skip(1).step_by(2).all(|&c| c == sep) && inner.iter().all(|&c| c != sep);
     (alternates && units.len() >= min_pieces && units.iter().any(|c| c.is_alphabetic()))
         .then(|| units.into_iter().collect())
 }
