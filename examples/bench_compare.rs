@@ -159,9 +159,9 @@ fn line(engine: &str, workload: &str, round: usize, items: usize, seconds: f64, 
 fn measure(path: &PathBuf, round: usize) -> anyhow::Result<()> {
     let inputs: Inputs = serde_json::from_slice(&std::fs::read(path).with_context(|| path.display().to_string())?)?;
     measure_with(&inputs, "crate", encoder(WeightLayout::default())?, round)?;
-    // The last change measured in BENCHMARKS.md, in the same run: candle-transformers' BERT (column-major weights),
-    // the CPU path before the fused forward pass.
-    measure_with(&inputs, "crate-candle-bert", encoder(WeightLayout::CandleBert)?, round)
+    // The last change measured in BENCHMARKS.md, in the same run: the fused pass on float weights (f16 on CPUs with
+    // AVX-512), the default before int8 weights.
+    measure_with(&inputs, "crate-float", encoder(WeightLayout::FusedFloat)?, round)
 }
 
 fn measure_with(inputs: &Inputs, engine: &str, enc: SentenceEncoder, round: usize) -> anyhow::Result<()> {

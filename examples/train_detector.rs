@@ -278,6 +278,10 @@ impl TextEncoder for CachedEncoder<'_> {
         self.inner.weights_sha256()
     }
 
+    fn precision(&self) -> &str {
+        self.inner.precision()
+    }
+
     fn embed_windows(&self, texts: &[&str]) -> mllm_protector::Result<WindowEmbeddings> {
         let (embeddings, owner) = common::embed_cached(self.inner, self.windowing, texts, "prompts")
             .map_err(|e| mllm_protector::Error::Data(format!("embedding cache: {e:#}")))?;

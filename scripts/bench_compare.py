@@ -177,7 +177,7 @@ def summarize(lines_path, rss_path, out_path):
         if w not in workloads:
             workloads.append(w)
     engines = ["crate", "pytorch", "onnxruntime"]
-    before = "crate-candle-bert"  # the crate before its last measured change, same run
+    before = "crate-float"  # the crate before its last measured change (float weights), same run
 
     def throughput(engine, workload):
         rs = timings.get((engine, workload), [])
@@ -190,7 +190,7 @@ def summarize(lines_path, rss_path, out_path):
     rounds = len({r["round"] for r in rows if r["engine"] != "peak"})
     print(f"\nall-MiniLM-L6-v2 embeddings per second (median of {rounds} rounds; {THREADS} threads each; "
           f"f32 matmul peak {gflops_peak:.0f} GFLOP/s)\n")
-    print("| workload | crate | crate, candle BERT | PyTorch | ONNX Runtime | crate / PyTorch | crate / ONNX Runtime |")
+    print("| workload | crate | crate, float weights | PyTorch | ONNX Runtime | crate / PyTorch | crate / ONNX Runtime |")
     print("|---|---|---|---|---|---|---|")
     ratios, ratios_onnx = {}, {}
     for w in workloads:
@@ -202,7 +202,7 @@ def summarize(lines_path, rss_path, out_path):
     print(f"| real, crate from text (tokenising and windowing included) | {from_text:.1f} | | | | | |")
     latency = {e: p50_ms(e, "L=16 bs=1") for e in engines}
     print(f"\none short answer (16 tokens, batch 1), p50: crate {latency['crate']:.2f} ms "
-          f"(candle BERT {p50_ms(before, 'L=16 bs=1'):.2f} ms), PyTorch {latency['pytorch']:.2f} ms,"
+          f"(float weights {p50_ms(before, 'L=16 bs=1'):.2f} ms), PyTorch {latency['pytorch']:.2f} ms,"
           f" ONNX Runtime {latency['onnxruntime']:.2f} ms")
     l256 = "L=256 bs=32"
     achieved = {e: throughput(e, l256) * flops_per_window(256) / 1e9 for e in engines}

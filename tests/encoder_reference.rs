@@ -1,5 +1,6 @@
 //! The Rust encoder must reproduce Python sentence-transformers on the same files (fixture written by
-//! `scripts/reference_embeddings.py`): cosine ≥ 0.9999 for every reference text.
+//! `scripts/reference_embeddings.py`): cosine ≥ 0.9999 for every reference text with float weights, and ≥ 0.99 with
+//! the default's int8 weights (on CPUs with AVX-512 VNNI; elsewhere the default is float).
 
 mod common;
 
@@ -22,62 +23,82 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot / (na * nb)
 }
 
+fn load(layout: WeightLayout) -> SentenceEncoder {
+    SentenceEncoder::load_with_layout(
+        &ModelSource::Dir(common::minilm_dir()),
+        &candle_core::Device::Cpu,
+        Windowing::default(),
+        Some(pins::MINILM_WEIGHTS_SHA256),
+        None,
+        layout,
+    )
+    .expect("load all-MiniLM-L6-v2")
+}
+
 #[test]
 fn matches_sentence_transformers() {
     let reference: Reference =
         serde_json::from_str(include_str!("fixtures/minilm_reference.json")).expect("fixture parses");
-    let encoder = common::encoder();
-    assert_eq!(
-        encoder.weights_sha256(),
-        reference.weights_sha256,
-        "fixture made on other weights"
-    );
-    assert_eq!(encoder.windowing().max_tokens, reference.max_seq_length);
     let texts: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
-    let ours = encoder.embed_truncated(&texts).expect("embed");
-    assert_eq!(ours.len(), reference.embeddings.len());
-    for ((text, a), b) in texts.iter().zip(&ours).zip(&reference.embeddings) {
-        assert_eq!(a.len(), 384);
-        let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "not L2-normalised: {norm}");
-        let c = cosine(a, b);
-        assert!(c >= 0.9999, "cosine {c} < 0.9999 for {text:?}");
+    for (layout, bar) in [(WeightLayout::FusedFloat, 0.9999), (WeightLayout::ForDevice, 0.99)] {
+        let encoder = load(layout);
+        assert_eq!(
+            encoder.weights_sha256(),
+            reference.weights_sha256,
+            "fixture made on other weights"
+        );
+        assert_eq!(encoder.windowing().max_tokens, reference.max_seq_length);
+        let ours = encoder.embed_truncated(&texts).expect("embed");
+        assert_eq!(ours.len(), reference.embeddings.len());
+        let mut least = 1.0f32;
+        for ((text, a), b) in texts.iter().zip(&ours).zip(&reference.embeddings) {
+            assert_eq!(a.len(), 384);
+            let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "not L2-normalised: {norm}");
+            let c = cosine(a, b);
+            assert!(
+                c >= bar,
+                "{layout:?} ({}): cosine {c} < {bar} for {text:?}",
+                encoder.precision()
+            );
+            least = least.min(c);
+        }
+        eprintln!("{layout:?} ({}): least cosine {least}", encoder.precision());
     }
 }
 
 #[test]
 fn fused_cpu_pass_matches_candle_bert() {
-    // The default CPU forward pass (fused, linear weights in f16) against candle-transformers' BERT on the f32
-    // weights, over windows of many lengths in one batch (the fused pass packs them without padding; candle pads).
-    // The difference is f16's rounding of the weights (the fused pass alone, on f16-rounded weights, matches candle
-    // to 1e-5: `detector::fused_bert`'s unit tests).
-    let load = |layout| {
-        SentenceEncoder::load_with_layout(
-            &ModelSource::Dir(common::minilm_dir()),
-            &candle_core::Device::Cpu,
-            Windowing::default(),
-            Some(pins::MINILM_WEIGHTS_SHA256),
-            None,
-            layout,
-        )
-        .expect("load all-MiniLM-L6-v2")
-    };
-    let (fused, candle) = (load(WeightLayout::ForDevice), load(WeightLayout::CandleBert));
+    // The fused CPU forward pass against candle-transformers' BERT on the f32 weights, over windows of many lengths
+    // in one batch (the fused pass packs them without padding; candle pads). With float weights the difference is
+    // f16's rounding of the weights (the fused pass alone, on f16-rounded weights, matches candle to 1e-5:
+    // `detector::fused_bert`'s unit tests); with the default's int8 weights, quantization's.
+    let candle = load(WeightLayout::CandleBert);
     let sentence = "Mix the powder with water, then heat it slowly while stirring for ten minutes. ";
     let texts: Vec<String> = [1, 2, 5, 13, 40].iter().map(|&n| sentence.repeat(n)).collect();
-    let windows: Vec<Vec<u32>> = texts.iter().flat_map(|t| fused.token_windows(t).unwrap()).collect();
+    let windows: Vec<Vec<u32>> = texts.iter().flat_map(|t| candle.token_windows(t).unwrap()).collect();
     assert!(windows.iter().any(|w| w.len() == Windowing::default().max_tokens));
-    let a = fused.embed_token_windows(&windows).unwrap().to_vec2::<f32>().unwrap();
     let b = candle.embed_token_windows(&windows).unwrap().to_vec2::<f32>().unwrap();
-    let worst = a
-        .iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    let least_cosine = a.iter().zip(&b).map(|(x, y)| cosine(x, y)).fold(1.0f32, f32::min);
-    assert!(worst < 5e-4, "largest difference {worst}");
-    assert!(least_cosine > 0.99999, "least cosine {least_cosine}");
+    for (layout, difference, bar) in [
+        (WeightLayout::FusedFloat, 5e-4, 0.99999),
+        (WeightLayout::ForDevice, 0.015, 0.995),
+    ] {
+        let fused = load(layout);
+        let a = fused.embed_token_windows(&windows).unwrap().to_vec2::<f32>().unwrap();
+        let worst = a
+            .iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        let least_cosine = a.iter().zip(&b).map(|(x, y)| cosine(x, y)).fold(1.0f32, f32::min);
+        eprintln!(
+            "{layout:?} ({}): largest difference {worst}, least cosine {least_cosine}",
+            fused.precision()
+        );
+        assert!(worst < difference, "{layout:?}: largest difference {worst}");
+        assert!(least_cosine > bar, "{layout:?}: least cosine {least_cosine}");
+    }
 }
 
 #[test]

@@ -257,7 +257,12 @@ pub fn embed_cached(
     what: &str,
 ) -> anyhow::Result<(Tensor, Vec<usize>)> {
     // "paragraphs" names the windowing rule (fixed windows + paragraphs alone), so a rule change re-embeds.
-    let key = format!("{}{:?}paragraphs", encoder.weights_sha256(), windowing);
+    let key = format!(
+        "{}{}{:?}paragraphs",
+        encoder.weights_sha256(),
+        encoder.precision(),
+        windowing
+    );
     let path = PathBuf::from(".cache/embeddings").join(format!("{}.safetensors", &sha256_hex(key.as_bytes())[..16]));
     let mut cache: HashMap<String, Tensor> = candle_core::safetensors::load(&path, &Device::Cpu).unwrap_or_default();
     let hashes: Vec<String> = texts.iter().map(|t| sha256_hex(t.as_bytes())).collect();

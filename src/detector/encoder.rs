@@ -10,7 +10,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::fused_bert::FusedBert;
+use super::fused_bert::{FusedBert, Precision};
 use super::segments::{Segmenting, topic_cuts};
 use crate::error::{Error, Result};
 use crate::loading::{ModelSource, checksum};
@@ -263,6 +263,11 @@ pub trait TextEncoder: Send + Sync {
     fn weights_sha256(&self) -> &str;
     /// Embeds every window of every text, in one batched pass.
     fn embed_windows(&self, texts: &[&str]) -> Result<WindowEmbeddings>;
+    /// How the weights are held when they run ("f32", "f16", "int8"...): embeddings of the same weights at another
+    /// precision differ slightly, so caches of embeddings key on it.
+    fn precision(&self) -> &str {
+        "f32"
+    }
 
     /// [`embed_windows`](Self::embed_windows), taking windows already embedded from `cache` and adding the new
     /// ones, so a text read again as it grows (a streamed answer) pays only for the windows that changed. The
@@ -361,22 +366,38 @@ pub struct SentenceEncoder {
     weights_sha256: String,
 }
 
-/// How the encoder's weights are laid out in memory and run. The values, and the embeddings to float rounding, are the
-/// same every way; the two candle variants stay for comparison (BENCHMARKS.md).
+/// How the encoder's weights are held in memory and run. The float layouts give the same embeddings to float
+/// rounding (within 1e-4); the default holds int8 weights where the CPU has AVX-512 VNNI, which moves embeddings by
+/// about 1% (cosine ≥ 0.99 to the f32 model's) and leaves the evaluation within a few answers
+/// (BENCHMARKS.md, change 8). The candle variants stay for comparison.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightLayout {
-    /// What runs fastest on the device: on the CPU, a fused forward pass (`fused_bert`: weights transposed once for
-    /// the matmul, element-wise work fused and spread over the cores, windows packed without padding); elsewhere
-    /// candle-transformers' BERT with the weights as stored. A model the fused pass does not implement (relative
-    /// positions) runs as [`WeightLayout::CandleBert`].
+    /// What runs fastest on the device: on the CPU, a fused forward pass (`fused_bert`: element-wise work fused and
+    /// spread over the cores, windows packed without padding) over int8 weights where the CPU has AVX-512 VNNI, else
+    /// as [`WeightLayout::FusedFloat`]; elsewhere candle-transformers' BERT with the weights as stored. A model the
+    /// fused pass does not implement (relative positions) runs as [`WeightLayout::CandleBert`].
     #[default]
     ForDevice,
+    /// The fused forward pass on float weights: f16 where the CPU has AVX-512, f32 elsewhere. For embeddings that
+    /// match the f32 model's to 1e-4 at some cost in speed; other devices as [`WeightLayout::ForDevice`].
+    FusedFloat,
     /// candle-transformers' BERT with the linear weights column-major on the CPU, so that candle's matmul reads each
     /// weight in place instead of packing all of them on every call: the CPU path before the fused pass.
     CandleBert,
     /// candle-transformers' BERT with the weights as stored in `model.safetensors` (row-major).
     AsStored,
+}
+
+impl WeightLayout {
+    /// The fused pass's precision for this layout, or `None` where candle-transformers' BERT runs.
+    fn fused_precision(self) -> Option<Precision> {
+        match self {
+            WeightLayout::ForDevice => Some(Precision::Fastest),
+            WeightLayout::FusedFloat => Some(Precision::Float),
+            WeightLayout::CandleBert | WeightLayout::AsStored => None,
+        }
+    }
 }
 
 /// The forward pass an encoder runs.
@@ -433,8 +454,8 @@ impl SentenceEncoder {
         )
     }
 
-    /// Like [`load_with_delta`](Self::load_with_delta), with the weights' memory layout chosen (the embeddings do
-    /// not depend on it, only the speed; see [`WeightLayout`]).
+    /// Like [`load_with_delta`](Self::load_with_delta), with the weights' layout and precision chosen (see
+    /// [`WeightLayout`]).
     ///
     /// ```no_run
     /// use mllm_protector::detector::{SentenceEncoder, WeightLayout, Windowing};
@@ -521,17 +542,20 @@ impl SentenceEncoder {
         let (cls, sep, pad) = (special("[CLS]")?, special("[SEP]")?, special("[PAD]")?);
 
         let what = weights_path.display().to_string();
-        let fused = device.is_cpu() && layout == WeightLayout::ForDevice && FusedBert::supports(&config);
-        let relayout = device.is_cpu() && !fused && layout != WeightLayout::AsStored;
+        let fused = layout
+            .fused_precision()
+            .filter(|_| device.is_cpu() && FusedBert::supports(&config));
+        let relayout = device.is_cpu() && fused.is_none() && layout != WeightLayout::AsStored;
         let (mut weights_sha256, tensors) = read_tensors(weights_path, expected_sha256, device, delta, relayout)?;
         if let Some(delta) = delta {
             weights_sha256 = format!("{weights_sha256}+{}", delta.id);
         }
-        let model = if fused {
-            Forward::Fused(FusedBert::from_tensors(tensors, &config, &what)?)
-        } else {
-            let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-            Forward::Candle(BertModel::load(vb, &config).map_err(|e| Error::from_load(&what, e))?)
+        let model = match fused {
+            Some(precision) => Forward::Fused(FusedBert::from_tensors(tensors, &config, &what, precision)?),
+            None => {
+                let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+                Forward::Candle(BertModel::load(vb, &config).map_err(|e| Error::from_load(&what, e))?)
+            }
         };
         Ok(SentenceEncoder {
             model,
@@ -832,6 +856,13 @@ impl TextEncoder for SentenceEncoder {
 
     fn embed_windows(&self, texts: &[&str]) -> Result<WindowEmbeddings> {
         self.read(texts, None)
+    }
+
+    fn precision(&self) -> &str {
+        match &self.model {
+            Forward::Fused(fused) => fused.precision(),
+            Forward::Candle(_) => "f32",
+        }
     }
 
     fn embed_windows_cached(&self, texts: &[&str], cache: &mut WindowCache) -> Result<WindowEmbeddings> {

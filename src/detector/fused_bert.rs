@@ -17,6 +17,7 @@ use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 use super::half_dense::{self, HalfMatrix};
+use super::int8_dense::{self, Int8Matrix};
 use crate::error::{Error, Result};
 
 /// Token rows per parallel task in element-wise steps: fewer, and a short answer's steps would cost more in
@@ -39,18 +40,50 @@ enum Weights {
     Half(HalfMatrix),
     /// f32, elsewhere: without the direct kernel, f16 weights would be widened on every product.
     Full(Vec<f32>),
+    /// int8 per column (`int8_dense`), where the CPU has AVX-512 VNNI: every product in integers.
+    Int8(Int8Matrix),
 }
 
-/// Which [`Weights`] the fused pass holds. Loading uses `Auto`; the tests name the others to run both on any CPU.
+/// Which [`Weights`] the fused pass holds, as [`WeightLayout`](super::WeightLayout) asks; the tests name each to run
+/// them all on any CPU that has them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) enum Precision {
+    /// int8 where the CPU has AVX-512 VNNI, else as `Float`.
+    Fastest,
     /// f16 where the direct kernel runs (AVX-512), else f32.
-    Auto,
+    Float,
     /// f16, whatever the CPU (products then widen them where the kernel cannot run).
     Half,
     /// f32.
     Full,
+    /// int8 (errors at load where the CPU lacks AVX-512 VNNI).
+    Int8,
+}
+
+impl Precision {
+    /// The concrete precision on this CPU (never `Fastest` or `Float`).
+    fn resolve(self) -> Result<Self> {
+        match self {
+            Precision::Fastest if int8_dense::available() => Ok(Precision::Int8),
+            Precision::Fastest | Precision::Float if half_dense::direct_available() => Ok(Precision::Half),
+            Precision::Fastest | Precision::Float => Ok(Precision::Full),
+            Precision::Int8 if !int8_dense::available() => {
+                Err(Error::Device("int8 weights need a CPU with AVX-512 VNNI".into()))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// How the linear weights are held, as a word for reports and cache keys.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Precision::Fastest => "fastest",
+            Precision::Float => "float",
+            Precision::Half => "f16",
+            Precision::Full => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
 }
 
 struct Norm {
@@ -84,6 +117,7 @@ pub(crate) struct FusedBert {
     token_type: Vec<f32>,
     embedding_norm: Norm,
     layers: Vec<Layer>,
+    precision: Precision,
 }
 
 impl FusedBert {
@@ -96,23 +130,14 @@ impl FusedBert {
     }
 
     /// Takes the model's tensors (as named in `model.safetensors`, linear weights `(out, in)` row-major), freeing
-    /// each once copied. `what` names the file in errors.
-    pub(crate) fn from_tensors(tensors: HashMap<String, Tensor>, config: &BertConfig, what: &str) -> Result<Self> {
-        Self::with_precision(tensors, config, what, Precision::Auto)
-    }
-
-    /// [`from_tensors`](Self::from_tensors) holding the linear weights as `precision` says.
-    pub(crate) fn with_precision(
+    /// each once copied, and holds the linear weights as `precision` says. `what` names the file in errors.
+    pub(crate) fn from_tensors(
         mut tensors: HashMap<String, Tensor>,
         config: &BertConfig,
         what: &str,
         precision: Precision,
     ) -> Result<Self> {
-        let half = match precision {
-            Precision::Auto => half_dense::direct_available(),
-            Precision::Half => true,
-            Precision::Full => false,
-        };
+        let precision = precision.resolve()?;
         if !Self::supports(config) {
             return Err(Error::BadConfig {
                 what: what.to_string(),
@@ -129,7 +154,7 @@ impl FusedBert {
             tensors: &mut tensors,
             prefix,
             what,
-            half,
+            precision,
         };
         let word = store.take_tensor("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
         let word = word.to_dtype(DType::F32)?.contiguous()?;
@@ -176,7 +201,13 @@ impl FusedBert {
             token_type,
             embedding_norm,
             layers,
+            precision,
         })
+    }
+
+    /// How the linear weights are held on this CPU ("int8", "f16" or "f32").
+    pub(crate) fn precision(&self) -> &'static str {
+        self.precision.name()
     }
 
     /// Mean-pooled, L2-normalised embeddings of `windows` (token ids, `[CLS] … [SEP]` already added), `(n, hidden)`
@@ -355,8 +386,8 @@ struct Store<'a> {
     tensors: &'a mut HashMap<String, Tensor>,
     prefix: &'a str,
     what: &'a str,
-    /// Linear weights in f16.
-    half: bool,
+    /// How linear weights are held (resolved for this CPU).
+    precision: Precision,
 }
 
 impl Store<'_> {
@@ -399,6 +430,10 @@ impl Store<'_> {
 
     /// Linear layers with the same input, stacked side by side into one `(inputs, outputs · parts)` product.
     fn dense_stacked(&mut self, names: &[&str], inputs: usize, outputs: usize) -> Result<Dense> {
+        let bad = |e: Error| Error::BadWeights {
+            what: self.what.to_string(),
+            reason: format!("{}: {e}", names.join(", ")),
+        };
         let width = outputs * names.len();
         let mut weight_t = vec![0.0f32; inputs * width];
         let mut bias = Vec::with_capacity(width);
@@ -412,15 +447,10 @@ impl Store<'_> {
             bias.extend(self.take(&format!("{name}.bias"), &[outputs])?);
         }
         Ok(Dense {
-            weight_t: if self.half {
-                Weights::Half(
-                    HalfMatrix::from_f32(&weight_t, inputs, width).map_err(|e| Error::BadWeights {
-                        what: self.what.to_string(),
-                        reason: format!("{}: {e}", names.join(", ")),
-                    })?,
-                )
-            } else {
-                Weights::Full(weight_t)
+            weight_t: match self.precision {
+                Precision::Half => Weights::Half(HalfMatrix::from_f32(&weight_t, inputs, width).map_err(bad)?),
+                Precision::Int8 => Weights::Int8(Int8Matrix::from_f32(&weight_t, inputs, width).map_err(bad)?),
+                _ => Weights::Full(weight_t),
             },
             bias,
             inputs,
@@ -464,6 +494,7 @@ fn dense(
             widened
         }
         Weights::Full(full) => full,
+        Weights::Int8(int8) => return int8_dense::accumulate(input, int8, out),
     };
     let shape = Product {
         m: rows,
@@ -850,10 +881,11 @@ mod tests {
             let weights = tiny_weights(&config, prefix);
             let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
             let model = BertModel::load(vb, &config).unwrap();
-            let fused = FusedBert::from_tensors(weights.clone(), &config, "tiny").unwrap();
-            // Both weight precisions, whatever this CPU would choose (f16 without AVX-512 widens on every product).
-            let half = FusedBert::with_precision(weights.clone(), &config, "tiny", Precision::Half).unwrap();
-            let full = FusedBert::with_precision(weights, &config, "tiny", Precision::Full).unwrap();
+            let fused = FusedBert::from_tensors(weights.clone(), &config, "tiny", Precision::Fastest).unwrap();
+            let float = FusedBert::from_tensors(weights.clone(), &config, "tiny", Precision::Float).unwrap();
+            // Both float precisions, whatever this CPU would choose (f16 without AVX-512 widens on every product).
+            let half = FusedBert::from_tensors(weights.clone(), &config, "tiny", Precision::Half).unwrap();
+            let full = FusedBert::from_tensors(weights, &config, "tiny", Precision::Full).unwrap();
             let mut windows: Vec<Vec<u32>> = vec![
                 vec![1, 5, 9, 2],
                 vec![1, 7, 3, 3, 11, 40, 2, 8, 9, 13, 2],
@@ -867,7 +899,7 @@ mod tests {
             let refs: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
             let expected = candle_embeddings(&model, &refs, config.hidden_size);
             let got = fused.embed(&refs).unwrap();
-            for (name, other) in [("this CPU's", &fused), ("f16", &half), ("f32", &full)] {
+            for (name, other) in [("this CPU's float", &float), ("f16", &half), ("f32", &full)] {
                 let got = other.embed(&refs).unwrap();
                 let worst = expected
                     .iter()
@@ -876,7 +908,18 @@ mod tests {
                     .fold(0.0f32, f32::max);
                 assert!(worst < 1e-5, "{act:?}, {name} weights: largest difference {worst}");
             }
-            // One window alone gives the same row as inside the batch (no padding reaches it).
+            // int8 weights (on CPUs with VNNI): near the f32 model, not equal to it.
+            if fused.precision == Precision::Int8 {
+                for (a, b) in expected
+                    .chunks_exact(config.hidden_size)
+                    .zip(got.chunks_exact(config.hidden_size))
+                {
+                    let cosine: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                    assert!(cosine > 0.995, "{act:?}, int8 weights: cosine {cosine}");
+                }
+            }
+            // One window alone gives the same row as inside the batch (no padding reaches it; int8 inputs are
+            // quantized per token).
             let alone = fused.embed(&refs[1..2]).unwrap();
             let h = config.hidden_size;
             let worst = alone
@@ -891,7 +934,7 @@ mod tests {
     #[test]
     fn bad_ids_lengths_and_weights_are_errors() {
         let config = tiny_config(HiddenAct::Gelu);
-        let fused = FusedBert::from_tensors(tiny_weights(&config, ""), &config, "tiny").unwrap();
+        let fused = FusedBert::from_tensors(tiny_weights(&config, ""), &config, "tiny", Precision::Fastest).unwrap();
         assert!(matches!(fused.embed(&[&[1, 50, 2]]), Err(Error::InvalidInput(_))));
         let long = vec![1u32; 33];
         assert!(matches!(fused.embed(&[&long]), Err(Error::InvalidInput(_))));
@@ -901,14 +944,14 @@ mod tests {
         let big = Tensor::full(1e6f32, (16, 16), &Device::Cpu).unwrap();
         weights.insert("encoder.layer.0.attention.self.key.weight".into(), big);
         assert!(matches!(
-            FusedBert::from_tensors(weights, &config, "tiny"),
+            FusedBert::from_tensors(weights, &config, "tiny", Precision::Half),
             Err(Error::BadWeights { .. })
         ));
 
         let mut weights = tiny_weights(&config, "");
         weights.remove("encoder.layer.1.output.dense.bias");
         assert!(matches!(
-            FusedBert::from_tensors(weights, &config, "tiny"),
+            FusedBert::from_tensors(weights, &config, "tiny", Precision::Half),
             Err(Error::BadWeights { .. })
         ));
         let mut weights = tiny_weights(&config, "");
@@ -917,7 +960,7 @@ mod tests {
             Tensor::zeros((40, 15), DType::F32, &Device::Cpu).unwrap(),
         );
         assert!(matches!(
-            FusedBert::from_tensors(weights, &config, "tiny"),
+            FusedBert::from_tensors(weights, &config, "tiny", Precision::Fastest),
             Err(Error::ShapeMismatch { .. })
         ));
     }

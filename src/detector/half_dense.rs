@@ -11,16 +11,12 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::tiles::{LANES, TILE_ROWS, share};
 use crate::error::{Error, Result};
 
 /// The most rows a product reads through the direct kernel; above this `gemm` on widened weights is faster
 /// (BENCHMARKS.md, change 7).
 pub(crate) const DIRECT_ROWS: usize = 1536;
-
-/// Rows per tile of the direct kernel (8 rows × 48 columns keep 24 accumulators in AVX-512 registers).
-const TILE_ROWS: usize = 8;
-/// f32 lanes of an AVX-512 register.
-const LANES: usize = 16;
 
 /// A `(rows, cols)` row-major matrix of f16 weights.
 pub(crate) struct HalfMatrix {
@@ -98,41 +94,9 @@ pub(crate) fn accumulate_direct(x: &[f32], w: &HalfMatrix, out: &mut [f32]) -> R
     }
     let cpu = Avx512::detect().ok_or_else(|| Error::Device("the direct f16 product needs AVX-512".into()))?;
     let m = x.len() / k;
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    let threads = rayon::current_num_threads().max(1);
-    let row_blocks = m.div_ceil(TILE_ROWS);
-    if row_blocks >= threads {
-        // Enough row blocks to share: each task owns whole rows of `out`.
-        out.par_chunks_mut(TILE_ROWS * n)
-            .zip(x.par_chunks(TILE_ROWS * k))
-            .try_for_each(|(o, xs)| block(cpu, xs, k, w, 0..n, o, n))?;
-    } else {
-        // Few rows (a short window): share the columns instead, each task into its own buffer.
-        let per_task = n.div_ceil(threads).next_multiple_of(3 * LANES);
-        let ranges: Vec<std::ops::Range<usize>> = (0..n).step_by(per_task).map(|c| c..(c + per_task).min(n)).collect();
-        let parts: Vec<Vec<f32>> = ranges
-            .par_iter()
-            .map(|cols| -> Result<Vec<f32>> {
-                let width = cols.len();
-                let mut part: Vec<f32> = out
-                    .chunks_exact(n)
-                    .flat_map(|row| row[cols.clone()].iter().copied())
-                    .collect();
-                for (xs, o) in x.chunks(TILE_ROWS * k).zip(part.chunks_mut(TILE_ROWS * width)) {
-                    block(cpu, xs, k, w, cols.clone(), o, width)?;
-                }
-                Ok(part)
-            })
-            .collect::<Result<_>>()?;
-        for (cols, part) in ranges.iter().zip(&parts) {
-            for (row, p) in out.chunks_exact_mut(n).zip(part.chunks_exact(cols.len())) {
-                row[cols.clone()].copy_from_slice(p);
-            }
-        }
-    }
-    Ok(())
+    share(m, n, out, |rows, cols, part, stride| {
+        block(cpu, &x[rows.start * k..rows.end * k], k, w, cols, part, stride)
+    })
 }
 
 /// Up to [`TILE_ROWS`] rows: `out[r][c - cols.start] += Σ_k xs[r][k] · w[k][c]` for `c` in `cols`, `out` rows of
@@ -225,7 +189,7 @@ mod x86 {
 
     use half::f16;
 
-    use super::{LANES, TILE_ROWS};
+    use super::super::tiles::{LANES, TILE_ROWS};
 
     /// The kernel: accumulators for 8 rows × `C` registers stay in registers over the whole `k` loop; each step
     /// widens `C` registers of f16 weights and adds them times one broadcast input per row. Rows past `rows` repeat

@@ -184,6 +184,10 @@ impl TextEncoder for LlmBackboneEncoder {
         &self.weights_sha256
     }
 
+    fn precision(&self) -> &str {
+        "gguf"
+    }
+
     fn embed_windows(&self, texts: &[&str]) -> Result<WindowEmbeddings> {
         let mut rows = Vec::new();
         let mut owner = Vec::new();

@@ -12,9 +12,11 @@ pub mod encoder;
 mod fused_bert;
 mod half_dense;
 pub mod head;
+mod int8_dense;
 pub mod llm_backbone;
 pub mod refusal;
 pub mod segments;
+mod tiles;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -236,6 +238,9 @@ pub struct DetectorConfig {
     pub head: HeadSource,
     /// Where the models run.
     pub device: DeviceChoice,
+    /// How the encoder's weights are held and run (default: the fastest on the device, int8 on CPUs with AVX-512
+    /// VNNI; [`WeightLayout::FusedFloat`] for embeddings that match the f32 model's).
+    pub weight_layout: WeightLayout,
     /// Check the encoder's weights against the sha256 the head was trained on.
     pub verify_checksum: bool,
     /// The GGUF read by a head trained on an LLM backbone ([`EncoderKind::LlmLastToken`]; default: the
@@ -275,6 +280,7 @@ impl Default for DetectorConfig {
             encoder: ModelSource::dir_or_hub(default_models_dir().join(pins::MINILM_DIR_NAME), pins::MINILM_HUB_REPO),
             head: HeadSource::Embedded,
             device: DeviceChoice::Cpu,
+            weight_layout: WeightLayout::default(),
             verify_checksum: true,
             backbone: default_models_dir()
                 .join(pins::SMOLLM2_DIR_NAME)
@@ -378,12 +384,13 @@ impl EmbeddingDetector {
         }
         let encoder: Arc<dyn TextEncoder> = match meta.encoder.kind {
             EncoderKind::SentenceTransformer => Arc::new(
-                SentenceEncoder::load_with_delta(
+                SentenceEncoder::load_with_layout(
                     &config.encoder,
                     &device,
                     windowing,
                     expected,
                     head.encoder_delta().as_ref(),
+                    config.weight_layout,
                 )?
                 .with_segmenting(config.segments),
             ),
