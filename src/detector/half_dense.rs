@@ -11,7 +11,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::tiles::{LANES, TILE_ROWS, share};
+use super::tiles::{ColumnTile, LANES, TILE_ROWS, column_tiles, share};
 use crate::error::{Error, Result};
 
 /// The most rows a product reads through the direct kernel; above this `gemm` on widened weights is faster
@@ -110,23 +110,20 @@ fn block(
     out: &mut [f32],
     out_stride: usize,
 ) -> Result<()> {
-    let mut c = cols.start;
-    while c + 3 * LANES <= cols.end {
-        tile::<3>(cpu, xs, k, w, c, out, out_stride, c - cols.start)?;
-        c += 3 * LANES;
-    }
-    while c + LANES <= cols.end {
-        tile::<1>(cpu, xs, k, w, c, out, out_stride, c - cols.start)?;
-        c += LANES;
-    }
-    for col in c..cols.end {
-        for (r, o) in out.chunks_exact_mut(out_stride).enumerate() {
-            let x = &xs[r * k..][..k];
-            o[col - cols.start] += x
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| v * w.bits[i * w.cols + col].to_f32())
-                .sum::<f32>();
+    for column in column_tiles(cols.clone()) {
+        match column {
+            ColumnTile::Wide(c) => tile::<3>(cpu, xs, k, w, c, out, out_stride, c - cols.start)?,
+            ColumnTile::Narrow(c) => tile::<1>(cpu, xs, k, w, c, out, out_stride, c - cols.start)?,
+            ColumnTile::Plain(col) => {
+                for (r, o) in out.chunks_exact_mut(out_stride).enumerate() {
+                    let x = &xs[r * k..][..k];
+                    o[col - cols.start] += x
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| v * w.bits[i * w.cols + col].to_f32())
+                        .sum::<f32>();
+                }
+            }
         }
     }
     Ok(())
@@ -242,6 +239,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tiles::{TEST_SHAPES, test_values as values};
     use super::*;
 
     fn reference(x: &[f32], w: &[f32], k: usize, n: usize, out: &mut [f32]) {
@@ -252,28 +250,13 @@ mod tests {
         }
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
-
     #[test]
     fn direct_product_matches_f32_on_rounded_weights() {
         if !direct_available() {
             eprintln!("skipped: no AVX-512 on this CPU (the widened path is tested through fused_bert)");
             return;
         }
-        // Shapes that exercise 48- and 16-column tiles, the plain tail, short and long row counts, and the column
-        // split (rows fewer than the threads' blocks).
-        for (m, k, n) in [
-            (1, 7, 5),
-            (3, 24, 70),
-            (8, 16, 48),
-            (9, 33, 100),
-            (16, 384, 1152),
-            (40, 64, 17),
-        ] {
+        for (m, k, n) in TEST_SHAPES {
             let x = values(m * k, 1);
             let w32 = values(k * n, 2);
             let w = HalfMatrix::from_f32(&w32, k, n).unwrap();

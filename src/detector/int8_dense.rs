@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::tiles::{LANES, TILE_ROWS, share};
+use super::tiles::{ColumnTile, LANES, TILE_ROWS, column_tiles, share};
 use crate::error::{Error, Result};
 
 /// Inputs per group: `vpdpbusd` adds four byte products into each 32-bit lane.
@@ -134,7 +134,9 @@ impl QuantizedRows {
             .with_min_len(16)
             .for_each(|((q, (s, z)), row)| {
                 let (step, zero_point) = quantize_row(cpu, row, q);
-                q[row.len()..].fill(zero_point as u8);
+                if let Some(padding) = q.get_mut(row.len()..) {
+                    padding.fill(zero_point as u8);
+                }
                 (*s, *z) = (step, zero_point);
             });
         QuantizedRows {
@@ -221,24 +223,23 @@ fn block(
     out: &mut [f32],
     out_stride: usize,
 ) -> Result<()> {
-    let mut c = cols.start;
-    while c + 3 * LANES <= cols.end {
-        tile::<3>(cpu, x, rows.clone(), w, c, out, out_stride, c - cols.start)?;
-        c += 3 * LANES;
-    }
-    while c + LANES <= cols.end {
-        tile::<1>(cpu, x, rows.clone(), w, c, out, out_stride, c - cols.start)?;
-        c += LANES;
-    }
-    for col in c..cols.end {
-        for (r, o) in rows.clone().zip(out.chunks_exact_mut(out_stride)) {
-            let q = &x.bytes[r * x.width..][..x.width];
-            let sum: i32 = q
-                .iter()
-                .enumerate()
-                .map(|(i, &b)| i32::from(b) * i32::from(w.packed[((i / GROUP) * w.cols + col) * GROUP + i % GROUP]))
-                .sum();
-            o[col - cols.start] += (sum - x.zero[r] * w.sums[col]) as f32 * w.scales[col] * x.scale[r];
+    for column in column_tiles(cols.clone()) {
+        match column {
+            ColumnTile::Wide(c) => tile::<3>(cpu, x, rows.clone(), w, c, out, out_stride, c - cols.start)?,
+            ColumnTile::Narrow(c) => tile::<1>(cpu, x, rows.clone(), w, c, out, out_stride, c - cols.start)?,
+            ColumnTile::Plain(col) => {
+                for (r, o) in rows.clone().zip(out.chunks_exact_mut(out_stride)) {
+                    let q = &x.bytes[r * x.width..][..x.width];
+                    let sum: i32 = q
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &b)| {
+                            i32::from(b) * i32::from(w.packed[((i / GROUP) * w.cols + col) * GROUP + i % GROUP])
+                        })
+                        .sum();
+                    o[col - cols.start] += (sum - x.zero[r] * w.sums[col]) as f32 * w.scales[col] * x.scale[r];
+                }
+            }
         }
     }
     Ok(())
@@ -411,13 +412,8 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tiles::{TEST_SHAPES, test_values as values};
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
 
     /// The product on the quantized values, in f64: what the kernel must compute up to f32 rounding.
     fn reference(x: &[f32], w: &Int8Matrix, out: &mut [f32]) {
@@ -440,16 +436,9 @@ mod tests {
             eprintln!("skipped: no AVX-512 VNNI on this CPU");
             return;
         }
-        // 48- and 16-column tiles, the plain tail, inputs not a multiple of 4, the column split, and an all-zero row.
-        for (m, k, n) in [
-            (1, 7, 5),
-            (3, 24, 70),
-            (8, 16, 48),
-            (9, 33, 100),
-            (16, 384, 1152),
-            (40, 64, 17),
-            (70, 1536, 384),
-        ] {
+        // Besides the shared shapes (inputs not a multiple of 4 among them), MiniLM's down-projection; each with an
+        // all-zero row.
+        for (m, k, n) in TEST_SHAPES.into_iter().chain([(70, 1536, 384)]) {
             let mut x = values(m * k, 1);
             x[..k].iter_mut().for_each(|v| *v = 0.0);
             let w32 = values(k * n, 2);

@@ -52,3 +52,66 @@ where
     }
     Ok(())
 }
+
+/// Where one column of a product goes: the first of a whole tile of 48 or 16 columns for a kernel, or one column
+/// left for plain code.
+pub(crate) enum ColumnTile {
+    Wide(usize),
+    Narrow(usize),
+    Plain(usize),
+}
+
+/// The tiles of columns `cols`, in order: 48-column tiles while they fit, then 16-column ones, then single columns.
+pub(crate) fn column_tiles(cols: Range<usize>) -> impl Iterator<Item = ColumnTile> {
+    let start = cols.start;
+    let wide = cols.len() / (3 * LANES);
+    let narrow_start = start + wide * 3 * LANES;
+    let narrow = (cols.end - narrow_start) / LANES;
+    let plain_start = narrow_start + narrow * LANES;
+    (0..wide)
+        .map(move |i| ColumnTile::Wide(start + i * 3 * LANES))
+        .chain((0..narrow).map(move |i| ColumnTile::Narrow(narrow_start + i * LANES)))
+        .chain((plain_start..cols.end).map(ColumnTile::Plain))
+}
+
+/// Shapes `(rows, inputs, columns)` that the kernels' tests run: 48- and 16-column tiles, the plain tail, inputs of
+/// any count, short and long row counts, and the column split (fewer row blocks than threads).
+#[cfg(test)]
+pub(crate) const TEST_SHAPES: [(usize, usize, usize); 6] = [
+    (1, 7, 5),
+    (3, 24, 70),
+    (8, 16, 48),
+    (9, 33, 100),
+    (16, 384, 1152),
+    (40, 64, 17),
+];
+
+/// Deterministic test values in [-1, 1].
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32 / 1000.0 - 1.0)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_tiles_cover_each_column_once_in_order() {
+        for (start, end) in [(0, 0), (0, 5), (0, 48), (3, 70), (0, 100), (16, 1152)] {
+            let mut next = start;
+            for tile in column_tiles(start..end) {
+                let (at, width) = match tile {
+                    ColumnTile::Wide(c) => (c, 3 * LANES),
+                    ColumnTile::Narrow(c) => (c, LANES),
+                    ColumnTile::Plain(c) => (c, 1),
+                };
+                assert_eq!(at, next);
+                next += width;
+            }
+            assert_eq!(next, end);
+        }
+    }
+}
