@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench-compare`: the crate's encoder against sentence-transformers on PyTorch and against ONNX Runtime, on the
 # same token windows, same machine, same run; rounds alternate the three engines (ROUNDS, default 3). Installs the
-# Python side (CPU wheels from PyPI, pinned) in a virtual environment under target/, exports MiniLM to ONNX once,
+# Python side (wheels from PyPI, pinned; PyPI's torch wheel also pulls CUDA libraries, which stay unused: the CPU-only
+# build is published only on download.pytorch.org) in a virtual environment under target/, exports MiniLM to ONNX once,
 # and writes target/bench-compare.json. Not part of `make test` (the PyPI torch wheel pulls about 3 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
