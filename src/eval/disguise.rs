@@ -32,11 +32,14 @@ pub enum Disguise {
     Padded,
     /// The answer's longest sentence in the middle of about 600 words of harmless text.
     Buried,
+    /// The answer's longest sentence alone: not a disguise but [`Disguise::Buried`]'s control, what a reading that
+    /// found the buried sentence exactly would see.
+    LongestSentence,
 }
 
 impl Disguise {
     /// Every disguise, in the report's order.
-    pub const ALL: [Disguise; 10] = [
+    pub const ALL: [Disguise; 11] = [
         Disguise::ZeroWidth,
         Disguise::Homoglyph,
         Disguise::FullWidth,
@@ -47,6 +50,7 @@ impl Disguise {
         Disguise::Reversed,
         Disguise::Padded,
         Disguise::Buried,
+        Disguise::LongestSentence,
     ];
 
     /// Its name on the command line.
@@ -62,6 +66,7 @@ impl Disguise {
             Disguise::Reversed => "reversed",
             Disguise::Padded => "padded",
             Disguise::Buried => "buried",
+            Disguise::LongestSentence => "longest-sentence",
         }
     }
 
@@ -126,6 +131,7 @@ impl Disguise {
                 let (head, tail) = words.split_at(words.len() / 2);
                 format!("{} {} {}", head.join(" "), longest_sentence(text), tail.join(" "))
             }
+            Disguise::LongestSentence => longest_sentence(text),
         }
     }
 }
@@ -195,6 +201,10 @@ mod tests {
         let buried = Disguise::Buried.apply(text, &filler);
         // The longest sentence (7 words) sits in the middle of the 600 filler words.
         assert!(buried.contains(" To make it, first obtain the parts. "), "{buried}");
+        assert_eq!(
+            Disguise::LongestSentence.apply(text, &filler),
+            "To make it, first obtain the parts."
+        );
         assert_eq!(buried.split(' ').count(), 600 + 7);
         let padded = Disguise::Padded.apply(text, &filler);
         assert!(padded.ends_with("at home.") && !padded.contains('\n'));
