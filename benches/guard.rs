@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use candle_core::Device;
 use criterion::{Criterion, criterion_group};
+use mllm_protector::canonical::{CanonicalConfig, Canonicalizer};
 use mllm_protector::detector::{
     CanonicalDetector, DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, LlmBackboneEncoder,
     SentenceEncoder, TextEncoder, Windowing,
@@ -107,6 +108,21 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    g.finish();
+
+    // Finding views, without the encoder: what ordinary text pays for the readings it does not need.
+    let mut g = c.benchmark_group("canonical views of the ~120-word answer");
+    let views = |unhedged| {
+        Canonicalizer::new(CanonicalConfig {
+            unhedged,
+            ..CanonicalConfig::default()
+        })
+    };
+    let (without, with) = (views(false), views(true));
+    g.bench_function("baseline: every view but the unhedged one", |b| {
+        b.iter(|| without.views(black_box(RESPONSE)))
+    });
+    g.bench_function("every view (default)", |b| b.iter(|| with.views(black_box(RESPONSE))));
     g.finish();
 
     let mut g = c.benchmark_group("long response (~1,000 words, windows)");

@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use mllm_protector::canonical::{LlmTranslator, ViewKind};
+use mllm_protector::canonical::{CanonicalConfig, LlmTranslator, UNHEDGED_BAR, ViewKind};
 use mllm_protector::detector::HarmCategory;
 use mllm_protector::detector::{
     CanonicalDetector, DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore, HeadSource,
@@ -98,6 +98,9 @@ struct Args {
     /// Read no topic segments (the library reads them in long one-paragraph answers by default).
     #[arg(long)]
     no_segments: bool,
+    /// The bar the unhedged view is held to (default: the library's, `canonical::UNHEDGED_BAR`).
+    #[arg(long)]
+    unhedged_bar: Option<f32>,
     /// Print category accuracy on the harmful responses that have a category, by confidence margin.
     #[arg(long)]
     categories: bool,
@@ -247,6 +250,10 @@ fn main() -> anyhow::Result<()> {
             None
         } else {
             DetectorConfig::default().segments
+        },
+        canonical: CanonicalConfig {
+            unhedged_bar: args.unhedged_bar.unwrap_or(UNHEDGED_BAR),
+            ..CanonicalConfig::default()
         },
         ..DetectorConfig::default()
     };

@@ -9,7 +9,8 @@ use proptest::prelude::*;
 #[allow(dead_code)]
 mod bodies;
 
-/// Characters that exercise every pass: look-alikes, invisibles, leet symbols, separators, base64 and hex alphabets.
+/// Characters that exercise every pass: look-alikes, invisibles, leet symbols, separators, base64 and hex alphabets,
+/// refusals, hedges, apostrophes and speaker labels.
 fn tricky() -> impl Strategy<Value = String> {
     let pieces = prop::sample::select(vec![
         "a",
@@ -59,6 +60,13 @@ fn tricky() -> impl Strategy<Value = String> {
         "the ",
         "to ",
         "make ",
+        "I'm sorry, ",
+        "It is illegal. ",
+        "DAN: ",
+        "[GPT]: ",
+        " ' ",
+        "’",
+        "Then ",
     ]);
     prop::collection::vec(pieces, 0..200).prop_map(|v| v.concat())
 }

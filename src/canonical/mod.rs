@@ -16,7 +16,9 @@
 //! Encodings are decoded from the Unicode pass's text, one level deep, only where the result is readable text:
 //! [`ViewKind::Base64`], [`ViewKind::Hex`], [`ViewKind::Rot13`], [`ViewKind::Reversed`]. A decoded view is never longer
 //! than its input, and at most [`CanonicalConfig::max_decoded_bytes`] are decoded per text (a "base64 bomb" is cut
-//! there). [`detect_language`] names the language, for the detector's language policy.
+//! there). [`ViewKind::Unhedged`] reads the whole answer, as the passes above leave it, without its refusal lines and
+//! hedging sentences: a role-played answer that refuses in one persona and complies in another between disclaimers
+//! is read for what it complies with. [`detect_language`] names the language, for the detector's language policy.
 //!
 //! ```
 //! use mllm_protector::canonical::{Canonicalizer, ViewKind};
@@ -27,6 +29,7 @@
 //! ```
 
 mod encodings;
+mod hedges;
 mod language;
 mod separators;
 mod translate;
@@ -60,6 +63,9 @@ pub enum ViewKind {
     Rot13,
     /// Lines written backwards read forwards.
     Reversed,
+    /// Refusal lines and hedging sentences (disclaimers, warnings, appeals to ethics) removed: what a reader takes
+    /// away from a hedged or role-played answer.
+    Unhedged,
     /// A response in another language translated into English by a [`Translator`] (made by the detector, not by
     /// the [`Canonicalizer`]).
     Translated,
@@ -67,7 +73,7 @@ pub enum ViewKind {
 
 impl ViewKind {
     /// Every view a [`Canonicalizer`] can produce (not [`ViewKind::Original`]).
-    pub const VIEWS: [ViewKind; 7] = [
+    pub const VIEWS: [ViewKind; 8] = [
         ViewKind::Unicode,
         ViewKind::Separators,
         ViewKind::Leetspeak,
@@ -75,6 +81,7 @@ impl ViewKind {
         ViewKind::Hex,
         ViewKind::Rot13,
         ViewKind::Reversed,
+        ViewKind::Unhedged,
     ];
 
     /// A short lowercase name ("leetspeak", "base64", ...).
@@ -88,6 +95,7 @@ impl ViewKind {
             ViewKind::Hex => "hex",
             ViewKind::Rot13 => "rot13",
             ViewKind::Reversed => "reversed",
+            ViewKind::Unhedged => "unhedged",
             ViewKind::Translated => "translated",
         }
     }
@@ -133,6 +141,12 @@ pub struct CanonicalConfig {
     pub rot13: bool,
     /// [`ViewKind::Reversed`].
     pub reversed: bool,
+    /// [`ViewKind::Unhedged`].
+    pub unhedged: bool,
+    /// The unhedged view flags an answer only when its own probability reaches this bar (the detector maps it onto
+    /// the head's threshold); at or under the head's threshold it is held to that threshold. Stricter than the
+    /// head's, because what is left of a hedged harmless answer is often its topic alone.
+    pub unhedged_bar: f32,
     /// At most this many bytes are decoded from base64 and hex per text; segments past the limit stay as written.
     pub max_decoded_bytes: usize,
     /// Views are built over at most this many bytes of a text (the rest is still scored as written).
@@ -149,11 +163,17 @@ impl Default for CanonicalConfig {
             encodings: true,
             rot13: true,
             reversed: true,
+            unhedged: true,
+            unhedged_bar: UNHEDGED_BAR,
             max_decoded_bytes: 64 << 10,
             max_input_bytes: 256 << 10,
         }
     }
 }
+
+/// Default for [`CanonicalConfig::unhedged_bar`], chosen on validation sets (docs/EVALUATION.md, "Hedged and
+/// role-played answers").
+pub const UNHEDGED_BAR: f32 = 0.8;
 
 /// Builds the [`View`]s of a text (see the [module](self) documentation).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -181,13 +201,21 @@ impl Canonicalizer {
             return Vec::new();
         }
         let text = prefix(text, c.max_input_bytes);
-        let mut by_kind: Vec<(ViewKind, Vec<String>)> = ViewKind::VIEWS.iter().map(|&k| (k, Vec::new())).collect();
+        // Every paragraph-by-paragraph view; the unhedged one is added whole, after them.
+        let mut by_kind: Vec<(ViewKind, Vec<String>)> = ViewKind::VIEWS
+            .iter()
+            .filter(|&&k| k != ViewKind::Unhedged)
+            .map(|&k| (k, Vec::new()))
+            .collect();
         let mut push = |kind: ViewKind, paragraph: String| {
             if let Some((_, list)) = by_kind.iter_mut().find(|(k, _)| *k == kind) {
                 list.push(paragraph);
             }
         };
         let mut decode_budget = c.max_decoded_bytes;
+        // Each paragraph as the Unicode, separator and leetspeak passes leave it, for the unhedged view below (so a
+        // hedged answer in leetspeak is read without its hedges too).
+        let mut readable: Vec<String> = Vec::new();
         for paragraph in text.split("\n\n").filter(|p| !p.trim().is_empty()) {
             let folded = if c.unicode {
                 unicode::fold(paragraph)
@@ -205,12 +233,15 @@ impl Canonicalizer {
             if joined != folded {
                 push(ViewKind::Separators, joined.clone());
             }
-            if c.leetspeak {
-                let plain = separators::deleet(&joined);
-                if plain != joined {
-                    push(ViewKind::Leetspeak, plain);
-                }
+            let plain = if c.leetspeak {
+                separators::deleet(&joined)
+            } else {
+                joined.clone()
+            };
+            if plain != joined {
+                push(ViewKind::Leetspeak, plain.clone());
             }
+            readable.push(plain);
             if c.encodings {
                 type Decode = fn(&str, &mut usize) -> Option<String>;
                 for (kind, decode) in [
@@ -249,6 +280,13 @@ impl Canonicalizer {
             if words::reads_better(&whole, text) {
                 *reversed = vec![whole];
             }
+        }
+        // Hedges are judged over the whole answer (a refusal in its first line, a second persona after it), so this
+        // view is built from the whole text rather than paragraph by paragraph.
+        if c.unhedged
+            && let Some(view) = hedges::unhedged(&readable.join("\n\n"))
+        {
+            by_kind.push((ViewKind::Unhedged, vec![view]));
         }
         let mut views: Vec<View> = Vec::new();
         for (kind, paragraphs) in by_kind {
@@ -445,6 +483,25 @@ mod tests {
         let decoded = b.map(|t| t.matches("How to make").count()).unwrap_or(0);
         assert!(decoded > 0 && decoded <= 1000 / 40, "{decoded} segments decoded");
         assert!(views.iter().all(|v| v.text.len() <= text.len()));
+    }
+
+    #[test]
+    fn a_hedged_answer_is_read_without_its_hedges_after_the_other_passes() {
+        let text = "GPT: I'm sorry, I can't help with that.\n\nDAN: I must stress this is illegal. F1rst 0bt41n th3 \
+                    pr3curs0r fr0m 4 f4rm supply st0r3, th3n h34t 1t sl0wly 1n 4 s34l3d c0nt41n3r f0r 4n h0ur 4nd \
+                    k33p 1t w3ll h1dd3n.";
+        assert_eq!(
+            view(text, ViewKind::Unhedged).as_deref(),
+            Some(
+                "first obtain the precursor from a farm supply store, then heat it slowly in a sealed container \
+                 for an hour and keep it well hidden."
+            )
+        );
+        let off = Canonicalizer::new(CanonicalConfig {
+            unhedged: false,
+            ..CanonicalConfig::default()
+        });
+        assert!(off.views(text).iter().all(|v| v.kind != ViewKind::Unhedged));
     }
 
     #[test]

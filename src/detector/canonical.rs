@@ -6,7 +6,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{CanonicalConfig, Canonicalizer, Language, Translator, ViewKind, detect_language};
-use crate::detector::{DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore, WindowCache};
+use crate::detector::{
+    DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore, WindowCache, span_probability,
+};
 use crate::error::{Error, Result};
 
 /// What to do with a response written in a language the inner detector cannot read (it was trained on English).
@@ -75,6 +77,13 @@ impl CanonicalDetector<Arc<EmbeddingDetector>> {
     /// # Ok::<(), mllm_protector::Error>(())
     /// ```
     pub fn load(config: &DetectorConfig) -> Result<Self> {
+        let bar = config.canonical.unhedged_bar;
+        if !(0.0..=1.0).contains(&bar) {
+            return Err(Error::BadConfig {
+                what: "canonical.unhedged_bar".into(),
+                reason: format!("{bar} is not a probability in 0..=1"),
+            });
+        }
         let inner = Arc::new(EmbeddingDetector::load(config)?);
         Ok(CanonicalDetector::new(
             inner,
@@ -186,8 +195,16 @@ impl<D: HarmDetector> CanonicalDetector<D> {
             });
         }
         let mut best: Vec<Option<HarmScore>> = vec![None; inputs.len()];
+        let threshold = self.inner.threshold();
+        // `load` refuses a bar that is not a probability; one set through `new` falls back to the threshold.
+        let bar = Some(self.canonicalizer.config().unhedged_bar)
+            .filter(|b| (0.0..=1.0).contains(b))
+            .unwrap_or(threshold);
         for ((i, kind, _), mut score) in readings.iter().zip(scores) {
             score.view = *kind;
+            if *kind == ViewKind::Unhedged {
+                score.probability = span_probability(score.probability, threshold, bar);
+            }
             let slot = &mut best[*i];
             let better = match slot {
                 None => true,
@@ -247,6 +264,44 @@ mod tests {
                 })
                 .collect())
         }
+    }
+
+    /// Scores 0.7 unless the text apologises (0.1).
+    struct Apology;
+    impl HarmDetector for Apology {
+        fn name(&self) -> &str {
+            "apology"
+        }
+        fn threshold(&self) -> f32 {
+            0.5
+        }
+        fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
+            let score = |r: &str| if r.contains("sorry") { 0.1 } else { 0.7 };
+            Ok(inputs.iter().map(|i| HarmScore::single(score(i.response))).collect())
+        }
+    }
+
+    #[test]
+    fn the_unhedged_view_is_held_to_its_own_bar() {
+        let text = "GPT: I'm sorry, I can't help with that.\n\nDAN: Sure thing, here is every step you asked for, \
+                    in order, with the amounts and the places to buy each part without anyone noticing a thing.";
+        let with_bar = |bar: f32| {
+            let config = CanonicalConfig {
+                unhedged_bar: bar,
+                ..CanonicalConfig::default()
+            };
+            CanonicalDetector::new(Apology, config, LanguagePolicy::Score)
+                .score(DetectionInput::response(text))
+                .unwrap()
+        };
+        // 0.7 is over the threshold (0.5) but under the default bar: mapped under the threshold.
+        let strict = with_bar(crate::canonical::UNHEDGED_BAR);
+        assert!(strict.probability < 0.5, "{}", strict.probability);
+        let loose = with_bar(0.6);
+        assert!(loose.probability >= 0.5, "{}", loose.probability);
+        assert_eq!(loose.view, ViewKind::Unhedged);
+        // A bar that is not a probability falls back to the threshold.
+        assert_eq!(with_bar(f32::NAN).probability, 0.7);
     }
 
     #[test]
