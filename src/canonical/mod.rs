@@ -217,31 +217,20 @@ impl Canonicalizer {
         // hedged answer in leetspeak is read without its hedges too).
         let mut readable: Vec<String> = Vec::new();
         for paragraph in text.split("\n\n").filter(|p| !p.trim().is_empty()) {
-            let folded = if c.unicode {
-                unicode::fold(paragraph)
-            } else {
-                paragraph.to_string()
+            // Each pass reads the previous one's output; a pass that changes the paragraph gives its view.
+            let mut pass = |enabled: bool, kind: ViewKind, read: fn(&str) -> String, input: &str| -> String {
+                let output = if enabled { read(input) } else { input.to_string() };
+                if output != input {
+                    push(kind, output.clone());
+                }
+                output
             };
-            if folded != paragraph {
-                push(ViewKind::Unicode, folded.clone());
+            let folded = pass(c.unicode, ViewKind::Unicode, unicode::fold, paragraph);
+            let joined = pass(c.separators, ViewKind::Separators, separators::join, &folded);
+            let plain = pass(c.leetspeak, ViewKind::Leetspeak, separators::deleet, &joined);
+            if c.unhedged {
+                readable.push(plain);
             }
-            let joined = if c.separators {
-                separators::join(&folded)
-            } else {
-                folded.clone()
-            };
-            if joined != folded {
-                push(ViewKind::Separators, joined.clone());
-            }
-            let plain = if c.leetspeak {
-                separators::deleet(&joined)
-            } else {
-                joined.clone()
-            };
-            if plain != joined {
-                push(ViewKind::Leetspeak, plain.clone());
-            }
-            readable.push(plain);
             if c.encodings {
                 type Decode = fn(&str, &mut usize) -> Option<String>;
                 for (kind, decode) in [
