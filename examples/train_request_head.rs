@@ -14,10 +14,9 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
 use clap::Parser;
 use mllm_protector::detector::{ClassifierHead, EmbeddingDetector};
 use mllm_protector::eval::data::{self, Example, Split, in_split};
@@ -43,65 +42,6 @@ struct Args {
     /// Learning rate (AdamW).
     #[arg(long, default_value_t = 0.01)]
     lr: f64,
-}
-
-/// Texts embedded window by window, with the label of each window's text.
-struct Embedded {
-    x: Tensor,
-    owner: Vec<usize>,
-    labels: Vec<bool>,
-}
-
-impl Embedded {
-    fn new(detector: &EmbeddingDetector, texts: &[&str], labels: Vec<bool>, what: &str) -> anyhow::Result<Self> {
-        let encoder = detector.encoder();
-        let (x, owner) = common::embed_cached(
-            encoder.as_ref(),
-            detector.head().metadata().encoder.windowing,
-            texts,
-            what,
-        )?;
-        Ok(Embedded { x, owner, labels })
-    }
-
-    /// A text's score is its highest window's, as the detector reads it.
-    fn text_scores(&self, window_scores: &[f32]) -> Vec<f32> {
-        let mut out = vec![f32::NEG_INFINITY; self.labels.len()];
-        for (&o, &s) in self.owner.iter().zip(window_scores) {
-            out[o] = out[o].max(s);
-        }
-        out
-    }
-}
-
-fn train(train: &Embedded, val: &Embedded, args: &Args) -> anyhow::Result<(HashMap<String, Tensor>, f64, usize)> {
-    let device = Device::Cpu;
-    // Each class carries half the loss, whatever its count.
-    let positives = train.owner.iter().filter(|&&o| train.labels[o]).count().max(1) as f32;
-    let negatives = (train.owner.len() as f32 - positives).max(1.0);
-    let (y, weights): (Vec<f32>, Vec<f32>) = train
-        .owner
-        .iter()
-        .map(|&o| {
-            if train.labels[o] {
-                (1.0, 0.5 / positives)
-            } else {
-                (0.0, 0.5 / negatives)
-            }
-        })
-        .unzip();
-    let (y, weights) = (Tensor::new(y, &device)?, Tensor::new(weights, &device)?);
-    common::train_logistic(
-        train.x.dim(1)?,
-        args.seed,
-        args.lr,
-        args.epochs,
-        |logits| common::weighted_bce(&logits(&train.x)?, &y, &weights),
-        |logits| {
-            let s = val.text_scores(&logits(&val.x)?.to_vec1::<f32>()?);
-            Ok(auroc(&s, &val.labels).unwrap_or(0.0))
-        },
-    )
 }
 
 /// Best F1 with at most `max_fpr` of the benign validation requests flagged.
@@ -145,9 +85,10 @@ fn main() -> anyhow::Result<()> {
         let harmful = examples.iter().filter(|e| e.harmful).count();
         eprintln!("{name}: {} requests ({harmful} harmful)", examples.len());
         let labels = examples.iter().map(|e| e.harmful).collect();
-        sets.insert(name, Embedded::new(&detector, &texts, labels, name)?);
+        sets.insert(name, common::Embedded::new(&detector, &texts, labels, name)?);
     }
-    let (tensors, val_auroc, epochs) = train(&sets["train"], &sets["validation"], &args)?;
+    let (tensors, val_auroc, epochs) =
+        common::train_balanced_logistic(&sets["train"], &sets["validation"], args.seed, args.lr, args.epochs)?;
     eprintln!("validation AUROC {val_auroc:.4} after {epochs} epochs");
 
     let mut metadata = common::logistic_metadata_beside(&detector);
@@ -157,7 +98,7 @@ fn main() -> anyhow::Result<()> {
     let val_logits = val.text_scores(&raw.logits(&val.x)?.to_vec1::<f32>()?);
     (metadata.temperature, metadata.logit_bias) = fit_platt(&val_logits, &val.labels);
     let head = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "request head")?;
-    let score = |e: &Embedded| -> anyhow::Result<Vec<f32>> { Ok(e.text_scores(&head.probabilities(&e.x)?)) };
+    let score = |e: &common::Embedded| -> anyhow::Result<Vec<f32>> { Ok(e.text_scores(&head.probabilities(&e.x)?)) };
     let val_scores = score(val)?;
     metadata.threshold = choose_threshold(&val_scores, &val.labels, args.max_val_fpr);
     let threshold = metadata.threshold;
@@ -179,14 +120,14 @@ fn main() -> anyhow::Result<()> {
         sb_texts.push(row[5].to_string());
         sb_categories.push(row[3].to_string());
     }
-    let xs = Embedded::new(
+    let xs = common::Embedded::new(
         &detector,
         &xs_texts.iter().map(String::as_str).collect::<Vec<_>>(),
         xs_labels,
         "xstest",
     )?;
     let sb_labels = vec![true; sb_texts.len()];
-    let sb = Embedded::new(
+    let sb = common::Embedded::new(
         &detector,
         &sb_texts.iter().map(String::as_str).collect::<Vec<_>>(),
         sb_labels,

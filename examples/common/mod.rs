@@ -452,6 +452,72 @@ pub fn train_logistic(
     Ok((best.2, best.0, best.1))
 }
 
+/// Texts embedded window by window through a detector's encoder (cached, [`embed_cached`]), with each text's label.
+pub struct Embedded {
+    pub x: Tensor,
+    pub owner: Vec<usize>,
+    pub labels: Vec<bool>,
+}
+
+impl Embedded {
+    pub fn new(
+        detector: &mllm_protector::detector::EmbeddingDetector,
+        texts: &[&str],
+        labels: Vec<bool>,
+        what: &str,
+    ) -> anyhow::Result<Self> {
+        let windowing = detector.head().metadata().encoder.windowing;
+        let (x, owner) = embed_cached(detector.encoder().as_ref(), windowing, texts, what)?;
+        Ok(Embedded { x, owner, labels })
+    }
+
+    /// A text's score is its highest window's, as the detector reads it.
+    pub fn text_scores(&self, window_scores: &[f32]) -> Vec<f32> {
+        let mut out = vec![f32::NEG_INFINITY; self.labels.len()];
+        for (&o, &s) in self.owner.iter().zip(window_scores) {
+            out[o] = out[o].max(s);
+        }
+        out
+    }
+}
+
+/// [`train_logistic`] on `train` with each class carrying half the loss whatever its count, early-stopped on the
+/// AUROC of `val`'s texts.
+pub fn train_balanced_logistic(
+    train: &Embedded,
+    val: &Embedded,
+    seed: u64,
+    lr: f64,
+    epochs: usize,
+) -> anyhow::Result<(HashMap<String, Tensor>, f64, usize)> {
+    let device = Device::Cpu;
+    let positives = train.owner.iter().filter(|&&o| train.labels[o]).count().max(1) as f32;
+    let negatives = (train.owner.len() as f32 - positives).max(1.0);
+    let (y, weights): (Vec<f32>, Vec<f32>) = train
+        .owner
+        .iter()
+        .map(|&o| {
+            if train.labels[o] {
+                (1.0, 0.5 / positives)
+            } else {
+                (0.0, 0.5 / negatives)
+            }
+        })
+        .unzip();
+    let (y, weights) = (Tensor::new(y, &device)?, Tensor::new(weights, &device)?);
+    train_logistic(
+        train.x.dim(1)?,
+        seed,
+        lr,
+        epochs,
+        |logits| weighted_bce(&logits(&train.x)?, &y, &weights),
+        |logits| {
+            let s = val.text_scores(&logits(&val.x)?.to_vec1::<f32>()?);
+            Ok(mllm_protector::eval::auroc(&s, &val.labels).unwrap_or(0.0))
+        },
+    )
+}
+
 /// Metadata of a logistic head over `detector`'s encoder (threshold 0.5, no calibration, no categories), whose
 /// fine-tuned delta [`share_delta`] records as shared.
 pub fn logistic_metadata_beside(
