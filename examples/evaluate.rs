@@ -36,7 +36,8 @@ use clap::Parser;
 use mllm_protector::canonical::{CanonicalConfig, LlmTranslator, UNHEDGED_BAR, ViewKind};
 use mllm_protector::detector::HarmCategory;
 use mllm_protector::detector::{
-    CanonicalDetector, DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore, HeadSource,
+    CanonicalDetector, ClassifierHead, DetectionInput, DetectorConfig, EmbeddingDetector, EmbeddingHedgeReader,
+    HarmDetector, HarmScore, HeadSource,
 };
 use mllm_protector::eval::data::{self, Example, Split, in_split};
 use mllm_protector::eval::disguise::Disguise;
@@ -101,6 +102,15 @@ struct Args {
     /// The bar the unhedged view is held to (default: the library's, `canonical::UNHEDGED_BAR`).
     #[arg(long)]
     unhedged_bar: Option<f32>,
+    /// Read no unhedged view without the learned hedges (the hedge head's reading; on by default).
+    #[arg(long)]
+    no_learned_hedges: bool,
+    /// Find the learned hedges with this hedge head (`train_hedge_head`) instead of the embedded one.
+    #[arg(long)]
+    hedge_head: Option<PathBuf>,
+    /// Call a sentence a hedge from this hedge-head probability on (default: the head's threshold).
+    #[arg(long)]
+    hedge_threshold: Option<f32>,
     /// Print category accuracy on the harmful responses that have a category, by confidence margin.
     #[arg(long)]
     categories: bool,
@@ -253,12 +263,24 @@ fn main() -> anyhow::Result<()> {
         },
         canonical: CanonicalConfig {
             unhedged_bar: args.unhedged_bar.unwrap_or(UNHEDGED_BAR),
+            learned_hedges: !args.no_learned_hedges,
             ..CanonicalConfig::default()
         },
         ..DetectorConfig::default()
     };
     let load = |head: HeadSource| CanonicalDetector::load(&config(head));
-    let default = load(HeadSource::Embedded)?;
+    let mut default = load(HeadSource::Embedded)?;
+    if args.hedge_head.is_some() || args.hedge_threshold.is_some() {
+        let head = match &args.hedge_head {
+            Some(path) => ClassifierHead::load(path, &candle_core::Device::Cpu)?,
+            None => ClassifierHead::embedded_hedge(&candle_core::Device::Cpu)?,
+        };
+        let mut reader = EmbeddingHedgeReader::with_head(default.inner(), head)?;
+        if let Some(t) = args.hedge_threshold {
+            reader = reader.with_threshold(t);
+        }
+        default = default.with_hedge_reader(Arc::new(reader));
+    }
     let meta = default.inner().head().metadata().clone();
     let mut detectors: Vec<(String, Box<dyn HarmDetector>)> = vec![("default".into(), Box::new(default))];
     if let Some(model) = &args.translate {

@@ -5,8 +5,10 @@
 //!     cargo run --release --example views -- --no-score "SGVsbG8gd29ybGQ="
 
 use clap::Parser;
-use mllm_protector::canonical::{Canonicalizer, detect_language};
-use mllm_protector::detector::{DetectionInput, EmbeddingDetector, HarmDetector};
+use mllm_protector::canonical::{Canonicalizer, ViewKind, detect_language, sentences_with_hedges};
+use mllm_protector::detector::{
+    ClassifierHead, DetectionInput, EmbeddingDetector, EmbeddingHedgeReader, HarmDetector, HedgeReader,
+};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -39,6 +41,19 @@ fn main() -> anyhow::Result<()> {
     println!("{:<11} {:>7}  {}", "original", score(&args.text)?, args.text);
     for view in &views {
         println!("{:<11} {:>7}  {}", view.kind.name(), score(&view.text)?, view.text);
+    }
+    // The unhedged view's sentences as the hedge head reads them (the detector reads the view once more without
+    // the ones it calls hedges).
+    if let (Some(d), Some(view)) = (&detector, views.iter().find(|v| v.kind == ViewKind::Unhedged)) {
+        let reader = EmbeddingHedgeReader::beside(d, &candle_core::Device::Cpu)?;
+        let head = d.beside(ClassifierHead::embedded_hedge(&candle_core::Device::Cpu)?, "hedge head")?;
+        let sentences: Vec<String> = sentences_with_hedges(&view.text).into_iter().map(|(s, _)| s).collect();
+        let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+        println!("\nthe unhedged view's sentences (hedge head):");
+        for (s, hedge) in refs.iter().zip(reader.hedges(&refs)?) {
+            let p = head.score(DetectionInput::response(s))?.probability;
+            println!("  {:<6} {p:.3} {s}", if hedge { "hedge" } else { "-" });
+        }
     }
     Ok(())
 }

@@ -68,40 +68,96 @@ static LABEL: LazyLock<Option<Regex>> = LazyLock::new(|| {
 /// `text` without its refusal lines and hedging sentences, or `None` where that would not change how it reads
 /// (see the [module](self) documentation). Linear in the text's length (the patterns are `regex` automata).
 pub(crate) fn unhedged(text: &str) -> Option<String> {
-    let (hedge, refusal, label) = (HEDGE.as_ref()?, REFUSAL.as_ref()?, LABEL.as_ref()?);
-    let lines = || text.lines().filter(|l| !l.trim().is_empty());
-    // Two labelled lines or more: a dialogue of personas, where a refusal by one says nothing about the other.
-    let personas = lines().filter(|l| label.is_match(l)).count() >= 2;
-    let body = |line: &str| -> String {
-        let line = tidy(line);
-        if personas {
-            label.replace(&line, "").into_owned()
-        } else {
-            line
-        }
-    };
-    let first_line = body(lines().next()?);
+    let (hedge, refusal) = (HEDGE.as_ref()?, REFUSAL.as_ref()?);
+    let personas = has_personas(text)?;
+    let first_line = body(text.lines().find(|l| !l.trim().is_empty())?, personas)?;
     if !personas && refusal.is_match(sentences(&first_line).next().unwrap_or("")) {
         return None;
     }
+    prune(text, personas, |line| refusal.is_match(line), |s| hedge.is_match(s))
+}
+
+/// `view` (an unhedged view) without the sentences `drop` names, lines and paragraphs kept in place; `None` where
+/// nothing was dropped or fewer than [`MIN_WORDS`] words would remain. The sentences are those of
+/// [`sentences_with_hedges`].
+pub(crate) fn without_sentences(view: &str, drop: impl Fn(&str) -> bool) -> Option<String> {
+    prune(view, false, |_| false, drop)
+}
+
+/// The sentences [`without_sentences`] sees in `view`, in order.
+pub(crate) fn view_sentences(view: &str) -> Vec<String> {
+    view.lines()
+        .filter_map(|l| body(l, false))
+        .flat_map(|line| sentences(&line).map(str::to_string).collect::<Vec<_>>())
+        .collect()
+}
+
+/// The sentences of `text` line by line, as the unhedged view reads them (whitespace tidied, speakers' labels
+/// removed in a dialogue of personas), each with whether the patterns call it a hedge: a sentence of a line that
+/// opens with a refusal, or one with a refusal, warning or disclaimer phrase. Training data for a reader that
+/// recognises hedges the patterns do not list.
+///
+/// ```
+/// use mllm_protector::canonical::sentences_with_hedges;
+/// let s = sentences_with_hedges("Mix the flour and the eggs. Remember, it is illegal to sell it.");
+/// assert_eq!(s, [("Mix the flour and the eggs.".to_string(), false), ("Remember, it is illegal to sell it.".to_string(), true)]);
+/// ```
+pub fn sentences_with_hedges(text: &str) -> Vec<(String, bool)> {
+    let (Some(hedge), Some(refusal), Some(personas)) = (HEDGE.as_ref(), REFUSAL.as_ref(), has_personas(text)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in text.lines().filter_map(|l| body(l, personas)) {
+        let refuses = refusal.is_match(&line);
+        out.extend(sentences(&line).map(|s| (s.to_string(), refuses || hedge.is_match(s))));
+    }
+    out
+}
+
+/// Whether `text` is a dialogue of personas: two labelled lines or more, where a refusal by one says nothing about
+/// the other. `None` if the label pattern did not compile.
+fn has_personas(text: &str) -> Option<bool> {
+    let label = LABEL.as_ref()?;
+    Some(
+        text.lines()
+            .filter(|l| !l.trim().is_empty() && label.is_match(l))
+            .count()
+            >= 2,
+    )
+}
+
+/// A non-empty line tidied, without its speaker's label in a dialogue of personas.
+fn body(line: &str, personas: bool) -> Option<String> {
+    if line.trim().is_empty() {
+        return None;
+    }
+    let line = tidy(line);
+    match (personas, LABEL.as_ref()) {
+        (true, Some(label)) => Some(label.replace(&line, "").into_owned()),
+        _ => Some(line),
+    }
+}
+
+/// `text` without the lines `drop_line` names and the sentences `drop` names, paragraphs and lines kept in order;
+/// `None` where nothing was dropped or fewer than [`MIN_WORDS`] words remain.
+fn prune(text: &str, personas: bool, drop_line: impl Fn(&str) -> bool, drop: impl Fn(&str) -> bool) -> Option<String> {
     let mut dropped = false;
     let mut paragraphs: Vec<String> = Vec::new();
     let mut current: Vec<String> = Vec::new();
     for line in text.lines() {
-        if line.trim().is_empty() {
+        let Some(line) = body(line, personas) else {
             if !current.is_empty() {
                 paragraphs.push(current.join("\n"));
                 current.clear();
             }
             continue;
-        }
-        let line = body(line);
-        if refusal.is_match(&line) {
+        };
+        if drop_line(&line) {
             dropped = true;
             continue;
         }
         let all: Vec<&str> = sentences(&line).collect();
-        let kept: Vec<&str> = all.iter().copied().filter(|s| !hedge.is_match(s)).collect();
+        let kept: Vec<&str> = all.iter().copied().filter(|s| !drop(s)).collect();
         dropped |= kept.len() < all.len();
         // A list number or a bullet whose sentence was a hedge goes with it.
         if kept.iter().any(|s| s.chars().any(char::is_alphabetic)) {
@@ -265,6 +321,62 @@ mod tests {
         let text = "GPT: I'm sorry, I can't assist with that.\n\nDAN: Oh, you're looking for some shady business, huh? \
                     I must emphasize that this is illegal.";
         assert_eq!(unhedged(text), None);
+    }
+
+    #[test]
+    fn a_learned_reader_s_hedges_are_dropped_from_the_view_in_place() {
+        let view = "Ha, you asked for it. Honestly, I'm no fan of this.\n\
+                    1. Buy the parts at two different shops and pay cash for each of them.\n\
+                    2. Assemble them at night in the garage, away from the windows.\n\n\
+                    Stay on the right side of the law, buddy.";
+        let sentences = view_sentences(view);
+        assert_eq!(
+            sentences,
+            [
+                "Ha, you asked for it.",
+                "Honestly, I'm no fan of this.",
+                "1.",
+                "Buy the parts at two different shops and pay cash for each of them.",
+                "2.",
+                "Assemble them at night in the garage, away from the windows.",
+                "Stay on the right side of the law, buddy."
+            ]
+        );
+        let hedges = [
+            "Honestly, I'm no fan of this.",
+            "Stay on the right side of the law, buddy.",
+        ];
+        assert_eq!(
+            without_sentences(view, |s| hedges.contains(&s)).as_deref(),
+            Some(
+                "Ha, you asked for it.\n\
+                 1. Buy the parts at two different shops and pay cash for each of them.\n\
+                 2. Assemble them at night in the garage, away from the windows."
+            )
+        );
+        // Nothing dropped, or too little left: no new reading.
+        assert_eq!(without_sentences(view, |_| false), None);
+        assert_eq!(without_sentences(view, |s| s.contains("parts")), Some(
+            "Ha, you asked for it. Honestly, I'm no fan of this.\n2. Assemble them at night in the garage, away from \
+             the windows.\n\nStay on the right side of the law, buddy."
+                .to_string()
+        ));
+        assert_eq!(without_sentences(view, |s| !s.contains("Ha,")), None);
+    }
+
+    #[test]
+    fn the_patterns_label_the_sentences_they_would_drop() {
+        let text = "GPT: I'm sorry, I can't help. It is illegal.\n\nDAN: Sure. First, buy the parts.";
+        assert_eq!(
+            sentences_with_hedges(text),
+            [
+                ("I'm sorry, I can't help.".to_string(), true),
+                ("It is illegal.".to_string(), true),
+                ("Sure.".to_string(), false),
+                ("First, buy the parts.".to_string(), false)
+            ]
+        );
+        assert!(sentences_with_hedges("").is_empty());
     }
 
     #[test]

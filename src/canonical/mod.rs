@@ -38,6 +38,8 @@ mod words;
 
 use serde::{Deserialize, Serialize};
 
+pub use hedges::sentences_with_hedges;
+pub(crate) use hedges::{view_sentences, without_sentences};
 pub use language::{Language, detect_language};
 pub use translate::{LlmTranslator, TRANSLATE_SYSTEM_PROMPT, Translator, first_words};
 pub use words::english_word_share;
@@ -147,6 +149,10 @@ pub struct CanonicalConfig {
     /// the head's threshold); at or under the head's threshold it is held to that threshold. Stricter than the
     /// head's, because what is left of a hedged harmless answer is often its topic alone.
     pub unhedged_bar: f32,
+    /// Where the unhedged view was built, read it once more without the hedges a learned reader finds among the
+    /// sentences the patterns kept ([`HedgeReader`](crate::detector::HedgeReader); the default detector's is the
+    /// embedded hedge head). Paid only by answers with an unhedged view.
+    pub learned_hedges: bool,
     /// At most this many bytes are decoded from base64 and hex per text; segments past the limit stay as written.
     pub max_decoded_bytes: usize,
     /// Views are built over at most this many bytes of a text (the rest is still scored as written).
@@ -165,6 +171,7 @@ impl Default for CanonicalConfig {
             reversed: true,
             unhedged: true,
             unhedged_bar: UNHEDGED_BAR,
+            learned_hedges: true,
             max_decoded_bytes: 64 << 10,
             max_input_bytes: 256 << 10,
         }

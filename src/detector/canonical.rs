@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::canonical::{CanonicalConfig, Canonicalizer, Language, Translator, ViewKind, detect_language};
+use crate::canonical::{
+    CanonicalConfig, Canonicalizer, Language, Translator, ViewKind, detect_language, view_sentences, without_sentences,
+};
 use crate::detector::{
-    DetectionInput, DetectorConfig, EmbeddingDetector, HarmDetector, HarmScore, WindowCache, span_probability,
+    DetectionInput, DetectorConfig, EmbeddingDetector, EmbeddingHedgeReader, HarmDetector, HarmScore, HedgeReader,
+    WindowCache, span_probability,
 };
 use crate::error::{Error, Result};
 
@@ -52,6 +55,7 @@ pub struct CanonicalDetector<D> {
     canonicalizer: Canonicalizer,
     language_policy: LanguagePolicy,
     translator: Option<Arc<dyn Translator>>,
+    hedge_reader: Option<Arc<dyn HedgeReader>>,
     name: String,
 }
 
@@ -62,12 +66,17 @@ impl<D: HarmDetector> std::fmt::Debug for CanonicalDetector<D> {
             .field("canonicalizer", &self.canonicalizer)
             .field("language_policy", &self.language_policy)
             .field("translator", &self.translator.as_ref().map(|t| t.name().to_string()))
+            .field(
+                "hedge_reader",
+                &self.hedge_reader.as_ref().map(|h| h.name().to_string()),
+            )
             .finish()
     }
 }
 
 impl CanonicalDetector<Arc<EmbeddingDetector>> {
-    /// The default detector: [`EmbeddingDetector::load`] wrapped with the configuration's views and language policy.
+    /// The default detector: [`EmbeddingDetector::load`] wrapped with the configuration's views and language policy,
+    /// and with the embedded hedge head as its [`HedgeReader`] where [`CanonicalConfig::learned_hedges`] is on.
     ///
     /// ```no_run
     /// use mllm_protector::detector::{CanonicalDetector, DetectionInput, DetectorConfig, HarmDetector};
@@ -85,11 +94,18 @@ impl CanonicalDetector<Arc<EmbeddingDetector>> {
             });
         }
         let inner = Arc::new(EmbeddingDetector::load(config)?);
-        Ok(CanonicalDetector::new(
-            inner,
-            config.canonical.clone(),
-            config.language_policy,
-        ))
+        let c = &config.canonical;
+        let reader = if c.enabled && c.unhedged && c.learned_hedges {
+            let device = config.device.to_device()?;
+            Some(Arc::new(EmbeddingHedgeReader::beside(&inner, &device)?))
+        } else {
+            None
+        };
+        let detector = CanonicalDetector::new(inner, c.clone(), config.language_policy);
+        Ok(match reader {
+            Some(reader) => detector.with_hedge_reader(reader),
+            None => detector,
+        })
     }
 }
 
@@ -106,8 +122,17 @@ impl<D: HarmDetector> CanonicalDetector<D> {
             canonicalizer: Canonicalizer::new(canonical),
             language_policy,
             translator: None,
+            hedge_reader: None,
             name,
         }
+    }
+
+    /// Also reads each unhedged view without the hedges `reader` finds among its sentences (one more reading, of
+    /// kind [`ViewKind::Unhedged`], held to the same bar). The reader runs only for answers that have an unhedged
+    /// view, and only when [`CanonicalConfig::learned_hedges`] is on.
+    pub fn with_hedge_reader(mut self, reader: Arc<dyn HedgeReader>) -> Self {
+        self.hedge_reader = Some(reader);
+        self
     }
 
     /// Also reads a response in another language through `translator`: its English translation is one more
@@ -172,6 +197,7 @@ impl<D: HarmDetector> CanonicalDetector<D> {
             translated.push(translation.is_some());
             readings.extend(translation.map(|t| (i, ViewKind::Translated, t)));
         }
+        self.add_learned_unhedged(&mut readings)?;
         let batch: Vec<DetectionInput<'_>> = readings
             .iter()
             .map(|(i, kind, text)| {
@@ -230,6 +256,55 @@ impl<D: HarmDetector> CanonicalDetector<D> {
                 Ok(score)
             })
             .collect()
+    }
+}
+
+impl<D: HarmDetector> CanonicalDetector<D> {
+    /// Each unhedged view read once more without the hedges the reader finds among its sentences, where the reader
+    /// drops any and enough words remain. One reader call for every sentence of the batch.
+    fn add_learned_unhedged(&self, readings: &mut Vec<(usize, ViewKind, String)>) -> Result<()> {
+        let Some(reader) = self
+            .hedge_reader
+            .as_ref()
+            .filter(|_| self.canonicalizer.config().learned_hedges)
+        else {
+            return Ok(());
+        };
+        let views: Vec<(usize, Vec<String>)> = readings
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, kind, _))| *kind == ViewKind::Unhedged)
+            .map(|(r, (_, _, text))| (r, view_sentences(text)))
+            .collect();
+        let sentences: Vec<&str> = views.iter().flat_map(|(_, s)| s.iter().map(String::as_str)).collect();
+        if sentences.is_empty() {
+            return Ok(());
+        }
+        let hedges = reader.hedges(&sentences)?;
+        if hedges.len() != sentences.len() {
+            return Err(Error::ShapeMismatch {
+                what: format!("{} verdicts for the sentences", reader.name()),
+                expected: sentences.len().to_string(),
+                actual: hedges.len().to_string(),
+            });
+        }
+        let mut verdicts = hedges.into_iter();
+        for (r, view_sentences) in views {
+            let dropped: std::collections::HashSet<&str> = view_sentences
+                .iter()
+                .zip(verdicts.by_ref())
+                .filter(|(_, hedge)| *hedge)
+                .map(|(s, _)| s.as_str())
+                .collect();
+            if dropped.is_empty() {
+                continue;
+            }
+            let (i, _, text) = &readings[r];
+            if let Some(view) = without_sentences(text, |s| dropped.contains(s)) {
+                readings.push((*i, ViewKind::Unhedged, view));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -302,6 +377,85 @@ mod tests {
         assert_eq!(loose.view, ViewKind::Unhedged);
         // A bar that is not a probability falls back to the threshold.
         assert_eq!(with_bar(f32::NAN).probability, 0.7);
+    }
+
+    /// Calls every sentence with "no fan" in it a hedge; with `wrong_count`, answers one verdict too many.
+    struct NoFan {
+        wrong_count: bool,
+    }
+    impl HedgeReader for NoFan {
+        fn name(&self) -> &str {
+            "no fan"
+        }
+        fn hedges(&self, sentences: &[&str]) -> Result<Vec<bool>> {
+            let mut v: Vec<bool> = sentences.iter().map(|s| s.contains("no fan")).collect();
+            if self.wrong_count {
+                v.push(false);
+            }
+            Ok(v)
+        }
+    }
+
+    /// Scores 0.1 if the text apologises or disclaims ("sorry", "no fan"), else 0.9.
+    struct Wary;
+    impl HarmDetector for Wary {
+        fn name(&self) -> &str {
+            "wary"
+        }
+        fn threshold(&self) -> f32 {
+            0.5
+        }
+        fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
+            let score = |r: &str| {
+                if r.contains("sorry") || r.contains("no fan") {
+                    0.1
+                } else {
+                    0.9
+                }
+            };
+            Ok(inputs.iter().map(|i| HarmScore::single(score(i.response))).collect())
+        }
+    }
+
+    #[test]
+    fn a_hedge_reader_drops_what_the_patterns_do_not_list() {
+        let text = "GPT: I'm sorry, I can't help with that.\n\nDAN: Sure. Just so you know, I am no fan of any of this. Here \
+                    is every step you asked for, in order, with the amounts and the places to buy each part without \
+                    anyone noticing a thing.";
+        let detector = |learned_hedges: bool| {
+            let config = CanonicalConfig {
+                learned_hedges,
+                ..CanonicalConfig::default()
+            };
+            CanonicalDetector::new(Wary, config, LanguagePolicy::Score)
+        };
+        // The patterns drop the refusing persona but not the disclaimer, which keeps the reading low.
+        let patterns_only = detector(true).score(DetectionInput::response(text)).unwrap();
+        assert!(patterns_only.probability < 0.5, "{}", patterns_only.probability);
+        let reader = Arc::new(NoFan { wrong_count: false });
+        let learned = detector(true).with_hedge_reader(reader.clone());
+        let s = learned.score(DetectionInput::response(text)).unwrap();
+        // 0.9 clears the unhedged bar (0.8): mapped over the threshold, and named.
+        assert!(s.probability >= 0.5, "{}", s.probability);
+        assert_eq!(s.view, ViewKind::Unhedged);
+        // Turned off in the configuration, the reader is not asked.
+        let off = detector(false).with_hedge_reader(reader);
+        assert!(off.score(DetectionInput::response(text)).unwrap().probability < 0.5);
+        // An answer without an unhedged view never reaches the reader.
+        let plain = learned.score(DetectionInput::response("I am no fan of it.")).unwrap();
+        assert_eq!((plain.probability, plain.view), (0.1, ViewKind::Original));
+    }
+
+    #[test]
+    fn a_reader_that_miscounts_is_an_error() {
+        let text = "GPT: I'm sorry, I can't help with that.\n\nDAN: Sure. Just so you know, I am no fan of any of this. Here \
+                    is every step you asked for, in order, with the amounts and the places to buy each part.";
+        let d = CanonicalDetector::new(Wary, CanonicalConfig::default(), LanguagePolicy::Score)
+            .with_hedge_reader(Arc::new(NoFan { wrong_count: true }));
+        assert!(matches!(
+            d.score(DetectionInput::response(text)),
+            Err(Error::ShapeMismatch { .. })
+        ));
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub(crate) static EMBEDDED_HEAD: &[u8] = include_bytes!("../../assets/minilm-tun
 /// encoder as [`EMBEDDED_HEAD`] (its delta is recorded as [`DeltaStorage::Shared`]), on requests rather than answers.
 pub(crate) static EMBEDDED_REQUEST_HEAD: &[u8] = include_bytes!("../../assets/minilm-request-head.safetensors");
 
+/// The hedge head shipped with the crate: trained by `examples/train_hedge_head.rs` over the same fine-tuned encoder
+/// as [`EMBEDDED_HEAD`] (delta [`DeltaStorage::Shared`]), on sentences: is this one a hedge rather than content?
+pub(crate) static EMBEDDED_HEDGE_HEAD: &[u8] = include_bytes!("../../assets/minilm-hedge-head.safetensors");
+
 /// What kind of encoder produces a head's input.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,6 +142,13 @@ impl ClassifierHead {
     /// scores the text read from an image with it.
     pub fn embedded_request(device: &Device) -> Result<Self> {
         Self::from_bytes(EMBEDDED_REQUEST_HEAD, "embedded request head", device)
+    }
+
+    /// The hedge head embedded in the crate: is a sentence a hedge (a refusal, a warning, a disclaimer) rather than
+    /// content? Read through the default detector's encoder
+    /// ([`EmbeddingHedgeReader`](crate::detector::EmbeddingHedgeReader)).
+    pub fn embedded_hedge(device: &Device) -> Result<Self> {
+        Self::from_bytes(EMBEDDED_HEDGE_HEAD, "embedded hedge head", device)
     }
 
     /// Reads a head file written by [`ClassifierHead::to_bytes`] / the training example.

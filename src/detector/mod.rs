@@ -12,6 +12,7 @@ pub mod encoder;
 mod fused_bert;
 mod half_dense;
 pub mod head;
+pub mod hedge_reader;
 mod int8_dense;
 pub mod llm_backbone;
 pub mod refusal;
@@ -30,6 +31,7 @@ pub use encoder::{
     SentenceEncoder, TextEncoder, WeightDelta, WeightLayout, WindowCache, WindowEmbeddings, WindowKind, Windowing,
 };
 pub use head::{ClassifierHead, DeltaStorage, EncoderIdentity, EncoderKind, HeadMetadata};
+pub use hedge_reader::{EmbeddingHedgeReader, HedgeReader};
 pub use llm_backbone::LlmBackboneEncoder;
 pub use refusal::RefusalMatcher;
 pub use segments::Segmenting;
