@@ -26,9 +26,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use mllm_protector::canonical::sentences_with_hedges;
-use mllm_protector::detector::{ClassifierHead, EmbeddingDetector};
+use mllm_protector::detector::EmbeddingDetector;
 use mllm_protector::eval::data::{self, Example, Split, split_of};
-use mllm_protector::eval::{auroc, binary_metrics, fit_platt};
+use mllm_protector::eval::{auroc, binary_metrics};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -128,11 +128,7 @@ fn main() -> anyhow::Result<()> {
     let (tensors, val_auroc, epochs) = common::train_balanced_logistic(&train, &val, seed, args.lr, args.epochs)?;
     eprintln!("validation AUROC {val_auroc:.4} after {epochs} epochs");
 
-    let mut metadata = common::logistic_metadata_beside(&detector);
-    let raw = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "hedge head")?;
-    let val_logits = val.text_scores(&raw.logits(&val.x)?.to_vec1::<f32>()?);
-    (metadata.temperature, metadata.logit_bias) = fit_platt(&val_logits, &val.labels);
-    let head = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "hedge head")?;
+    let (head, mut metadata) = common::platt_scaled_beside(&detector, &tensors, &val, "hedge head")?;
     let val_scores = val.text_scores(&head.probabilities(&val.x)?);
     metadata.threshold = args.threshold;
     let threshold = args.threshold;
@@ -180,15 +176,9 @@ fn main() -> anyhow::Result<()> {
     }
     metadata.metrics = serde_json::Value::Object(metrics);
     metadata.training = serde_json::json!({
-        "data": "sentences of GPTFuzz, JBB, AlpacaEval answers and HH-RLHF declining answers; hedge = pattern hedge or a sentence of a harmless refusing answer; content = other sentences of harmful and AlpacaEval answers",
+        "data": "sentences of GPTFuzz, JBB, AlpacaEval answers, HH-RLHF declining answers and AdvBench affirmative openings; hedge = pattern hedge or a sentence of a harmless refusing answer; content = other sentences of harmful and AlpacaEval answers, and the AdvBench openings",
         "split": "by the answer's group, the harm head's seed", "seed": seed, "gptfuzz_per_question": args.gptfuzz_per_question,
         "epochs": epochs, "lr": args.lr, "threshold": threshold, "validation_auroc": val_auroc,
     });
-    let head = common::share_delta(
-        &detector,
-        ClassifierHead::from_tensors(tensors, metadata, "hedge head")?,
-    )?;
-    std::fs::write(&args.out, head.to_bytes()?)?;
-    eprintln!("wrote {}", args.out.display());
-    Ok(())
+    common::write_beside(&detector, tensors, metadata, "hedge head", &args.out)
 }

@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use clap::Parser;
-use mllm_protector::detector::{ClassifierHead, EmbeddingDetector};
+use mllm_protector::detector::EmbeddingDetector;
 use mllm_protector::eval::data::{self, Example, Split, in_split};
-use mllm_protector::eval::{auroc, binary_metrics, fit_platt};
+use mllm_protector::eval::{auroc, binary_metrics};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -91,13 +91,9 @@ fn main() -> anyhow::Result<()> {
         common::train_balanced_logistic(&sets["train"], &sets["validation"], args.seed, args.lr, args.epochs)?;
     eprintln!("validation AUROC {val_auroc:.4} after {epochs} epochs");
 
-    let mut metadata = common::logistic_metadata_beside(&detector);
-    // Platt scaling on validation (monotone: the ranking is unchanged), then the threshold.
-    let raw = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "request head")?;
+    // Platt scaling on validation, then the threshold.
     let val = &sets["validation"];
-    let val_logits = val.text_scores(&raw.logits(&val.x)?.to_vec1::<f32>()?);
-    (metadata.temperature, metadata.logit_bias) = fit_platt(&val_logits, &val.labels);
-    let head = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), "request head")?;
+    let (head, mut metadata) = common::platt_scaled_beside(&detector, &tensors, val, "request head")?;
     let score = |e: &common::Embedded| -> anyhow::Result<Vec<f32>> { Ok(e.text_scores(&head.probabilities(&e.x)?)) };
     let val_scores = score(val)?;
     metadata.threshold = choose_threshold(&val_scores, &val.labels, args.max_val_fpr);
@@ -182,11 +178,5 @@ fn main() -> anyhow::Result<()> {
         "left_out_figstep_benign": args.leave_out, "split": "by request 70/15/15", "seed": args.seed,
         "epochs": epochs, "lr": args.lr, "max_val_fpr": args.max_val_fpr, "validation_auroc": val_auroc,
     });
-    let head = common::share_delta(
-        &detector,
-        ClassifierHead::from_tensors(tensors, metadata, "request head")?,
-    )?;
-    std::fs::write(&args.out, head.to_bytes()?)?;
-    eprintln!("wrote {}", args.out.display());
-    Ok(())
+    common::write_beside(&detector, tensors, metadata, "request head", &args.out)
 }

@@ -6,9 +6,7 @@
 
 use clap::Parser;
 use mllm_protector::canonical::{Canonicalizer, ViewKind, detect_language, sentences_with_hedges};
-use mllm_protector::detector::{
-    ClassifierHead, DetectionInput, EmbeddingDetector, EmbeddingHedgeReader, HarmDetector, HedgeReader,
-};
+use mllm_protector::detector::{ClassifierHead, DetectionInput, EmbeddingDetector, HarmDetector};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -45,14 +43,16 @@ fn main() -> anyhow::Result<()> {
     // The unhedged view's sentences as the hedge head reads them (the detector reads the view once more without
     // the ones it calls hedges).
     if let (Some(d), Some(view)) = (&detector, views.iter().find(|v| v.kind == ViewKind::Unhedged)) {
-        let reader = EmbeddingHedgeReader::beside(d, &candle_core::Device::Cpu)?;
         let head = d.beside(ClassifierHead::embedded_hedge(&candle_core::Device::Cpu)?, "hedge head")?;
         let sentences: Vec<String> = sentences_with_hedges(&view.text).into_iter().map(|(s, _)| s).collect();
-        let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
-        println!("\nthe unhedged view's sentences (hedge head):");
-        for (s, hedge) in refs.iter().zip(reader.hedges(&refs)?) {
-            let p = head.score(DetectionInput::response(s))?.probability;
-            println!("  {:<6} {p:.3} {s}", if hedge { "hedge" } else { "-" });
+        let inputs: Vec<DetectionInput<'_>> = sentences.iter().map(|s| DetectionInput::response(s)).collect();
+        println!(
+            "\nthe unhedged view's sentences (hedge head, threshold {:.2}):",
+            head.threshold()
+        );
+        for (s, score) in sentences.iter().zip(head.score_batch(&inputs)?) {
+            let p = score.probability;
+            println!("  {:<6} {p:.3} {s}", if p >= head.threshold() { "hedge" } else { "-" });
         }
     }
     Ok(())

@@ -518,6 +518,40 @@ pub fn train_balanced_logistic(
     )
 }
 
+/// The logistic head of `tensors` over `detector`'s encoder, Platt-scaled on `val`'s text scores (monotone: the
+/// ranking is unchanged), with its metadata (threshold still 0.5: the caller chooses it).
+pub fn platt_scaled_beside(
+    detector: &mllm_protector::detector::EmbeddingDetector,
+    tensors: &HashMap<String, Tensor>,
+    val: &Embedded,
+    what: &str,
+) -> anyhow::Result<(
+    mllm_protector::detector::ClassifierHead,
+    mllm_protector::detector::HeadMetadata,
+)> {
+    use mllm_protector::detector::ClassifierHead;
+    let mut metadata = logistic_metadata_beside(detector);
+    let raw = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), what)?;
+    let val_logits = val.text_scores(&raw.logits(&val.x)?.to_vec1::<f32>()?);
+    (metadata.temperature, metadata.logit_bias) = mllm_protector::eval::fit_platt(&val_logits, &val.labels);
+    let head = ClassifierHead::from_tensors(tensors.clone(), metadata.clone(), what)?;
+    Ok((head, metadata))
+}
+
+/// Writes the head of `tensors` and `metadata` to `out`, its encoder delta recorded as shared with `detector`'s.
+pub fn write_beside(
+    detector: &mllm_protector::detector::EmbeddingDetector,
+    tensors: HashMap<String, Tensor>,
+    metadata: mllm_protector::detector::HeadMetadata,
+    what: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let head = mllm_protector::detector::ClassifierHead::from_tensors(tensors, metadata, what)?;
+    std::fs::write(out, share_delta(detector, head)?.to_bytes()?)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
 /// Metadata of a logistic head over `detector`'s encoder (threshold 0.5, no calibration, no categories), whose
 /// fine-tuned delta [`share_delta`] records as shared.
 pub fn logistic_metadata_beside(

@@ -1,6 +1,7 @@
 //! A detector that reads a response the way a person would: the original and each of its canonical views
 //! ([`crate::canonical`]), keeping the highest score and naming the view that decided it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -261,7 +262,7 @@ impl<D: HarmDetector> CanonicalDetector<D> {
 
 impl<D: HarmDetector> CanonicalDetector<D> {
     /// Each unhedged view read once more without the hedges the reader finds among its sentences, where the reader
-    /// drops any and enough words remain. One reader call for every sentence of the batch.
+    /// drops any and enough words remain. One reader call for the distinct sentences of the whole batch.
     fn add_learned_unhedged(&self, readings: &mut Vec<(usize, ViewKind, String)>) -> Result<()> {
         let Some(reader) = self
             .hedge_reader
@@ -270,37 +271,42 @@ impl<D: HarmDetector> CanonicalDetector<D> {
         else {
             return Ok(());
         };
-        let views: Vec<(usize, Vec<String>)> = readings
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, kind, _))| *kind == ViewKind::Unhedged)
-            .map(|(r, (_, _, text))| (r, view_sentences(text)))
+        let views: Vec<usize> = (0..readings.len())
+            .filter(|&r| readings[r].1 == ViewKind::Unhedged)
             .collect();
-        let sentences: Vec<&str> = views.iter().flat_map(|(_, s)| s.iter().map(String::as_str)).collect();
-        if sentences.is_empty() {
+        // A sentence repeated within or across answers is read once.
+        let mut distinct: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for &r in &views {
+            for sentence in view_sentences(&readings[r].2) {
+                if seen.insert(sentence.clone()) {
+                    distinct.push(sentence);
+                }
+            }
+        }
+        if distinct.is_empty() {
             return Ok(());
         }
-        let hedges = reader.hedges(&sentences)?;
-        if hedges.len() != sentences.len() {
+        let refs: Vec<&str> = distinct.iter().map(String::as_str).collect();
+        let verdicts = reader.hedges(&refs)?;
+        if verdicts.len() != refs.len() {
             return Err(Error::ShapeMismatch {
                 what: format!("{} verdicts for the sentences", reader.name()),
-                expected: sentences.len().to_string(),
-                actual: hedges.len().to_string(),
+                expected: refs.len().to_string(),
+                actual: verdicts.len().to_string(),
             });
         }
-        let mut verdicts = hedges.into_iter();
-        for (r, view_sentences) in views {
-            let dropped: std::collections::HashSet<&str> = view_sentences
-                .iter()
-                .zip(verdicts.by_ref())
-                .filter(|(_, hedge)| *hedge)
-                .map(|(s, _)| s.as_str())
-                .collect();
-            if dropped.is_empty() {
-                continue;
-            }
+        let hedges: HashSet<&str> = refs
+            .iter()
+            .zip(verdicts)
+            .filter_map(|(s, hedge)| hedge.then_some(*s))
+            .collect();
+        if hedges.is_empty() {
+            return Ok(());
+        }
+        for r in views {
             let (i, _, text) = &readings[r];
-            if let Some(view) = without_sentences(text, |s| dropped.contains(s)) {
+            if let Some(view) = without_sentences(text, |s| hedges.contains(s)) {
                 readings.push((*i, ViewKind::Unhedged, view));
             }
         }
@@ -341,17 +347,25 @@ mod tests {
         }
     }
 
-    /// Scores 0.7 unless the text apologises (0.1).
-    struct Apology;
-    impl HarmDetector for Apology {
+    /// Scores 0.1 if the text apologises or disclaims ("sorry", "no fan"), else `high`.
+    struct Wary {
+        high: f32,
+    }
+    impl HarmDetector for Wary {
         fn name(&self) -> &str {
-            "apology"
+            "wary"
         }
         fn threshold(&self) -> f32 {
             0.5
         }
         fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
-            let score = |r: &str| if r.contains("sorry") { 0.1 } else { 0.7 };
+            let score = |r: &str| {
+                if r.contains("sorry") || r.contains("no fan") {
+                    0.1
+                } else {
+                    self.high
+                }
+            };
             Ok(inputs.iter().map(|i| HarmScore::single(score(i.response))).collect())
         }
     }
@@ -365,7 +379,7 @@ mod tests {
                 unhedged_bar: bar,
                 ..CanonicalConfig::default()
             };
-            CanonicalDetector::new(Apology, config, LanguagePolicy::Score)
+            CanonicalDetector::new(Wary { high: 0.7 }, config, LanguagePolicy::Score)
                 .score(DetectionInput::response(text))
                 .unwrap()
         };
@@ -396,27 +410,6 @@ mod tests {
         }
     }
 
-    /// Scores 0.1 if the text apologises or disclaims ("sorry", "no fan"), else 0.9.
-    struct Wary;
-    impl HarmDetector for Wary {
-        fn name(&self) -> &str {
-            "wary"
-        }
-        fn threshold(&self) -> f32 {
-            0.5
-        }
-        fn score_batch(&self, inputs: &[DetectionInput<'_>]) -> Result<Vec<HarmScore>> {
-            let score = |r: &str| {
-                if r.contains("sorry") || r.contains("no fan") {
-                    0.1
-                } else {
-                    0.9
-                }
-            };
-            Ok(inputs.iter().map(|i| HarmScore::single(score(i.response))).collect())
-        }
-    }
-
     #[test]
     fn a_hedge_reader_drops_what_the_patterns_do_not_list() {
         let text = "GPT: I'm sorry, I can't help with that.\n\nDAN: Sure. Just so you know, I am no fan of any of this. Here \
@@ -427,7 +420,7 @@ mod tests {
                 learned_hedges,
                 ..CanonicalConfig::default()
             };
-            CanonicalDetector::new(Wary, config, LanguagePolicy::Score)
+            CanonicalDetector::new(Wary { high: 0.9 }, config, LanguagePolicy::Score)
         };
         // The patterns drop the refusing persona but not the disclaimer, which keeps the reading low.
         let patterns_only = detector(true).score(DetectionInput::response(text)).unwrap();
@@ -450,7 +443,7 @@ mod tests {
     fn a_reader_that_miscounts_is_an_error() {
         let text = "GPT: I'm sorry, I can't help with that.\n\nDAN: Sure. Just so you know, I am no fan of any of this. Here \
                     is every step you asked for, in order, with the amounts and the places to buy each part.";
-        let d = CanonicalDetector::new(Wary, CanonicalConfig::default(), LanguagePolicy::Score)
+        let d = CanonicalDetector::new(Wary { high: 0.9 }, CanonicalConfig::default(), LanguagePolicy::Score)
             .with_hedge_reader(Arc::new(NoFan { wrong_count: true }));
         assert!(matches!(
             d.score(DetectionInput::response(text)),
